@@ -1,0 +1,239 @@
+//! Node configuration: command-line flags, `SHOAL_*` environment variables and a TOML
+//! file (`--config FILE`), in that order of precedence, over built-in defaults.
+
+use crate::core;
+use crate::data::server::Faults;
+use clap::Args;
+use libp2p::Multiaddr;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// State directory (identity key).
+    pub data_dir: PathBuf,
+    /// HTTP listen address: viewers, ingest, admin API.
+    pub http: SocketAddr,
+    /// libp2p listen addresses.
+    pub p2p: Vec<Multiaddr>,
+    /// quinn data-plane listen address.
+    pub data: SocketAddr,
+    /// Peers to join through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Stream keys accepted for ingest (none: ingest refused).
+    pub ingest_keys: Vec<String>,
+    /// The IP that peers and viewers should use for this node, when listening on an
+    /// unspecified address (0.0.0.0).
+    pub advertise_ip: Option<IpAddr>,
+    /// Core tunables.
+    pub core: core::Config,
+    /// Fault injection for tests.
+    pub faults: Faults,
+}
+
+impl NodeConfig {
+    /// A configuration for tests and the simulator: everything on 127.0.0.1 with
+    /// OS-chosen ports.
+    pub fn loopback(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            http: "127.0.0.1:0".parse().expect("valid"),
+            p2p: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("valid")],
+            data: "127.0.0.1:0".parse().expect("valid"),
+            bootstrap: vec![],
+            ingest_keys: vec![],
+            advertise_ip: None,
+            core: core::Config::default(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// `shoal run` flags. Each may also come from the environment or the config file.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// TOML file with any of the settings below (keys as the long flags, with `_`).
+    #[arg(long, env = "SHOAL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The node's state directory; its identity key is created there on first start.
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP address for viewers, ingest and the admin API [default: 0.0.0.0:8080].
+    #[arg(long, env = "SHOAL_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// libp2p listen multiaddr (repeatable) [default: /ip4/0.0.0.0/udp/4001/quic-v1].
+    #[arg(long, env = "SHOAL_P2P", value_delimiter = ',')]
+    pub p2p: Vec<Multiaddr>,
+    /// quinn data-plane UDP address [default: 0.0.0.0:4002].
+    #[arg(long, env = "SHOAL_DATA")]
+    pub data: Option<SocketAddr>,
+    /// A peer to join through, ending in /p2p/PEERID (repeatable).
+    #[arg(long, env = "SHOAL_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
+    /// A stream key accepted for ingest (repeatable).
+    #[arg(long, env = "SHOAL_INGEST_KEY", value_delimiter = ',')]
+    pub ingest_key: Vec<String>,
+    /// IP that peers and viewers use to reach this node when it listens on 0.0.0.0.
+    #[arg(long, env = "SHOAL_ADVERTISE_IP")]
+    pub advertise_ip: Option<IpAddr>,
+    /// Segments kept per stream [default: 32].
+    #[arg(long, env = "SHOAL_WINDOW")]
+    pub window: Option<usize>,
+    /// Segments listed in a live playlist [default: 6].
+    #[arg(long, env = "SHOAL_PLAYLIST_LEN")]
+    pub playlist_len: Option<usize>,
+    /// Largest accepted segment in bytes [default: 67108864].
+    #[arg(long, env = "SHOAL_MAX_SEGMENT_SIZE")]
+    pub max_segment_size: Option<u64>,
+    /// Seconds without a status before a peer counts as gone [default: 5].
+    #[arg(long, env = "SHOAL_PEER_TIMEOUT")]
+    pub peer_timeout: Option<u64>,
+    /// Test only: corrupt every segment served to peers.
+    #[arg(long, hide = true)]
+    pub fault_corrupt_egress: bool,
+}
+
+/// The config file: the same settings as [`RunArgs`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http: Option<SocketAddr>,
+    #[serde(default)]
+    p2p: Vec<String>,
+    data: Option<SocketAddr>,
+    #[serde(default)]
+    bootstrap: Vec<String>,
+    #[serde(default)]
+    ingest_key: Vec<String>,
+    advertise_ip: Option<IpAddr>,
+    window: Option<usize>,
+    playlist_len: Option<usize>,
+    max_segment_size: Option<u64>,
+    peer_timeout: Option<u64>,
+}
+
+fn multiaddrs(list: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
+    list.iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e| anyhow::anyhow!("bad multiaddr {s:?}: {e}"))
+        })
+        .collect()
+}
+
+fn first_nonempty<T>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
+    if a.is_empty() { b } else { a }
+}
+
+impl RunArgs {
+    /// Resolves flags, environment, file and defaults into a [`NodeConfig`].
+    pub fn resolve(self) -> anyhow::Result<NodeConfig> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+                toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let defaults = core::Config::default();
+        let core = core::Config {
+            window: self
+                .window
+                .or(file.window)
+                .unwrap_or(defaults.window)
+                .max(2),
+            playlist_len: self
+                .playlist_len
+                .or(file.playlist_len)
+                .unwrap_or(defaults.playlist_len)
+                .max(1),
+            max_segment_size: self
+                .max_segment_size
+                .or(file.max_segment_size)
+                .unwrap_or(defaults.max_segment_size),
+            peer_timeout: self
+                .peer_timeout
+                .or(file.peer_timeout)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.peer_timeout),
+            ..defaults
+        };
+        anyhow::ensure!(
+            core.playlist_len <= core.window,
+            "playlist_len ({}) must not exceed window ({})",
+            core.playlist_len,
+            core.window
+        );
+        let mut p2p = first_nonempty(self.p2p, multiaddrs(&file.p2p)?);
+        if p2p.is_empty() {
+            p2p.push("/ip4/0.0.0.0/udp/4001/quic-v1".parse()?);
+        }
+        Ok(NodeConfig {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("shoal-data")),
+            http: self
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid")),
+            p2p,
+            data: self
+                .data
+                .or(file.data)
+                .unwrap_or_else(|| "0.0.0.0:4002".parse().expect("valid")),
+            bootstrap: first_nonempty(self.bootstrap, multiaddrs(&file.bootstrap)?),
+            ingest_keys: first_nonempty(self.ingest_key, file.ingest_key),
+            advertise_ip: self.advertise_ip.or(file.advertise_ip),
+            core,
+            faults: Faults {
+                corrupt_egress: self.fault_corrupt_egress,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("shoal-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("shoal.toml");
+        std::fs::write(
+            &file,
+            "http = \"127.0.0.1:9000\"\ndata = \"127.0.0.1:9001\"\nwindow = 10\ningest_key = [\"k\"]\nbootstrap = [\"/ip4/127.0.0.1/udp/1/quic-v1/p2p/12D3KooWB1uxrm92W8S1ueTVKjVMxH2mEfbH7gXWopYMzpuEj5UK\"]\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(file.clone()),
+            http: Some("127.0.0.1:7000".parse().unwrap()),
+            ..RunArgs::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.http.port(), 7000);
+        assert_eq!(c.data.port(), 9001);
+        assert_eq!(c.core.window, 10);
+        assert_eq!(c.ingest_keys, vec!["k".to_string()]);
+        assert_eq!(c.bootstrap.len(), 1);
+        assert_eq!(c.p2p[0].to_string(), "/ip4/0.0.0.0/udp/4001/quic-v1");
+
+        std::fs::write(&file, "htp = 1\n").unwrap();
+        let err = RunArgs {
+            config: Some(file),
+            ..RunArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,400 @@
+//! The control plane: a libp2p swarm with identify, kademlia, gossipsub and ping.
+//!
+//! It finds peers (bootstrap dials, kademlia walks fed with identify's addresses, and the
+//! addresses in peers' statuses), carries signed gossip (checked here: a message that
+//! fails verification is rejected and not forwarded), and reports RTTs and connection
+//! changes. [`start`] returns a [`Handle`] to send commands, a receiver of [`Event`]s and
+//! the [`Driver`] future, which the caller spawns.
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, noise, ping, tcp, yamux};
+use shoal_protocol::codec;
+use shoal_protocol::gossip::{self, Gossip};
+use shoal_protocol::identity::Keypair;
+use shoal_protocol::segment::{Announcement, StreamEnd};
+use shoal_protocol::signed::Verified;
+use shoal_protocol::status::Status;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Protocol name for identify.
+const IDENTIFY_PROTOCOL: &str = "/shoal/id/1";
+/// Kademlia protocol name: a Shoal mesh is its own DHT.
+const KAD_PROTOCOL: &str = "/shoal/kad/1";
+/// How often to walk the DHT for new peers.
+const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
+/// Ping often enough that RTTs are fresh and a dead connection shows within seconds.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// Least time between two dials of the same peer.
+const REDIAL_INTERVAL: Duration = Duration::from_secs(5);
+/// Commands queued to the swarm task before senders wait.
+const COMMAND_QUEUE: usize = 1024;
+/// Events queued to the node before the swarm task waits.
+const EVENT_QUEUE: usize = 4096;
+
+/// The behaviours of a Shoal node.
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// Something the control plane observed.
+#[derive(Debug)]
+pub enum Event {
+    /// A verified status.
+    Status(Verified<Status>),
+    /// A verified segment announcement.
+    Announcement(Verified<Announcement>),
+    /// A verified end of stream.
+    End(Verified<StreamEnd>),
+    /// A ping RTT.
+    Rtt(PeerId, Duration),
+    /// First connection to a peer opened (true) or last one closed (false).
+    Connection(PeerId, bool),
+}
+
+/// Something for the control plane to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Publish a gossip message.
+    Publish(Gossip),
+    /// Connect to a peer at these addresses, unless already connected.
+    Dial(PeerId, Vec<Multiaddr>),
+}
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Building the transport or behaviours failed.
+    #[error("libp2p setup: {0}")]
+    Setup(String),
+    /// A listen address could not be used.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(Multiaddr, String),
+    /// A bootstrap address has no /p2p/ peer id.
+    #[error("bootstrap address {0} must end with /p2p/PEERID")]
+    Bootstrap(Multiaddr),
+}
+
+/// Sends commands to the swarm task and reads its listen addresses.
+#[derive(Clone)]
+pub struct Handle {
+    commands: mpsc::Sender<Command>,
+    listen: Arc<Mutex<Vec<Multiaddr>>>,
+}
+
+impl Handle {
+    /// Queues a command; drops it (with a warning) if the queue is full, so callers never
+    /// block on the control plane.
+    pub fn send(&self, command: Command) {
+        if let Err(e) = self.commands.try_send(command) {
+            warn!(error = %e, "control-plane command dropped");
+        }
+    }
+
+    /// Addresses the swarm listens on.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen.lock().expect("poisoned").clone()
+    }
+}
+
+/// Control-plane settings.
+pub struct Config {
+    /// The node's identity.
+    pub keypair: Keypair,
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through (each with /p2p/PEERID).
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+/// The swarm task: spawn it.
+pub struct Driver {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    listen: Arc<Mutex<Vec<Multiaddr>>>,
+    status_topic: IdentTopic,
+    media_topic: IdentTopic,
+    dialed: HashMap<PeerId, Instant>,
+    bootstrapped: bool,
+}
+
+/// Builds the swarm, starts listening and dials the bootstrap peers.
+pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), StartError> {
+    let setup = |e: &dyn std::fmt::Display| StartError::Setup(e.to_string());
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| setup(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(gossip::MAX_GOSSIP)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )?;
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
+            );
+            // Serve DHT queries even without a confirmed external address (LANs, loopback).
+            kad.set_mode(Some(kad::Mode::Server));
+            Ok(Behaviour {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    IDENTIFY_PROTOCOL.into(),
+                    key.public(),
+                )),
+                kad,
+                gossipsub,
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
+            })
+        })
+        .map_err(|e| setup(&e))?
+        // Peers stay connected while idle: gossip and liveness need the connections.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+
+    let status_topic = IdentTopic::new(gossip::STATUS_TOPIC);
+    let media_topic = IdentTopic::new(gossip::MEDIA_TOPIC);
+    for topic in [&status_topic, &media_topic] {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(topic)
+            .map_err(|e| setup(&e))?;
+    }
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| StartError::Listen(addr.clone(), e.to_string()))?;
+    }
+    for addr in &config.bootstrap {
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            return Err(StartError::Bootstrap(addr.clone()));
+        };
+        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        if let Err(e) = swarm.dial(addr.clone()) {
+            warn!(%addr, error = %e, "bootstrap dial failed");
+        }
+    }
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let listen = Arc::new(Mutex::new(Vec::new()));
+    let handle = Handle {
+        commands: command_tx,
+        listen: listen.clone(),
+    };
+    let driver = Driver {
+        swarm,
+        commands: command_rx,
+        events: event_tx,
+        listen,
+        status_topic,
+        media_topic,
+        dialed: HashMap::new(),
+        bootstrapped: false,
+    };
+    Ok((handle, event_rx, driver))
+}
+
+impl Driver {
+    /// Runs the swarm until every [`Handle`] is dropped.
+    pub async fn run(mut self) {
+        let mut walk = tokio::time::interval(BOOTSTRAP_INTERVAL);
+        walk.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => return,
+                },
+                _ = walk.tick() => self.walk(),
+            }
+        }
+    }
+
+    fn walk(&mut self) {
+        if self.swarm.connected_peers().next().is_some() {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish(message) => {
+                let topic = match message.topic() {
+                    gossip::STATUS_TOPIC => self.status_topic.clone(),
+                    _ => self.media_topic.clone(),
+                };
+                let bytes = match codec::encode(&message) {
+                    Ok(b) => b,
+                    Err(e) => return warn!(error = %e, "cannot encode gossip"),
+                };
+                match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                    Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                    Err(e) => debug!(error = %e, "gossip publish failed"),
+                }
+            }
+            Command::Dial(peer, addrs) => self.dial(peer, addrs),
+        }
+    }
+
+    fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .dialed
+            .get(&peer)
+            .is_some_and(|t| now.duration_since(*t) < REDIAL_INTERVAL)
+        {
+            return;
+        }
+        self.dialed.insert(peer, now);
+        for addr in &addrs {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+        }
+        let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(%peer, error = %e, "dial failed");
+        }
+    }
+
+    async fn emit(&mut self, event: Event) {
+        // Back-pressure: if the node is slow to consume, the swarm waits rather than
+        // dropping statuses and announcements.
+        let _ = self.events.send(event).await;
+    }
+
+    async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address
+                    .clone()
+                    .with(Protocol::P2p(*self.swarm.local_peer_id()));
+                info!(address = %full, "p2p listening");
+                self.listen.lock().expect("poisoned").push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen
+                    .lock()
+                    .expect("poisoned")
+                    .retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                if num_established.get() == 1 {
+                    info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                    self.emit(Event::Connection(peer_id, true)).await;
+                }
+                if !self.bootstrapped {
+                    self.bootstrapped = true;
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                info!(peer = %peer_id, cause = ?cause, "peer disconnected");
+                self.emit(Event::Connection(peer_id, false)).await;
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
+            _ => {}
+        }
+    }
+
+    async fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                // Kademlia does not learn addresses from identify by itself.
+                for addr in info.listen_addrs.into_iter().take(16) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            }) => {
+                let addrs: Vec<Multiaddr> = addresses.iter().take(8).cloned().collect();
+                self.dial(peer, addrs);
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => self.emit(Event::Rtt(peer, rtt)).await,
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let verdict = verify(&message.data);
+                let acceptance = match &verdict {
+                    Ok(_) => MessageAcceptance::Accept,
+                    Err(e) => {
+                        warn!(from = %propagation_source, error = %e, "rejected gossip");
+                        MessageAcceptance::Reject
+                    }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                if let Ok(event) = verdict {
+                    self.emit(event).await;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Decodes and verifies a gossip message.
+fn verify(bytes: &[u8]) -> Result<Event, String> {
+    let message: Gossip =
+        codec::decode_limited(bytes, gossip::MAX_GOSSIP).map_err(|e| e.to_string())?;
+    Ok(match message {
+        Gossip::Status(s) => Event::Status(s.verify().map_err(|e| e.to_string())?),
+        Gossip::Segment(s) => Event::Announcement(s.verify().map_err(|e| e.to_string())?),
+        Gossip::End(s) => Event::End(s.verify().map_err(|e| e.to_string())?),
+    })
+}

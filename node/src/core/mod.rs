@@ -1,0 +1,449 @@
+//! The sans-io core: every decision a node makes, with no sockets, no clock and no tasks.
+//!
+//! Events go in through the `handle_*` methods, each given `now`; decisions come out as
+//! [`Action`]s pulled with [`Core::poll_action`], and queries ([`Core::holders`],
+//! [`Core::playlist`], ...) answer from state. The node runtime drives it with tokio,
+//! libp2p, quinn and HTTP; the simulator can drive the very same core in virtual time.
+//!
+//! - [`peers`]: the peer table (status, RTT, liveness, penalties).
+//! - [`streams`]: each stream's window of signed announcements and held segments.
+//! - [`viewers`]: recent viewers per stream, which drive prefetching.
+
+pub mod peers;
+pub mod streams;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod viewers;
+
+use peers::{PeerTable, StatusUpdate};
+use shoal_protocol::PeerId;
+use shoal_protocol::content::ContentId;
+use shoal_protocol::segment::{self, Announcement, StreamEnd};
+use shoal_protocol::signed::Verified;
+use shoal_protocol::status::{self, Status, StreamHeld};
+use shoal_protocol::stream;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Least time between two manifest syncs of one stream.
+const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+use std::time::{Duration, Instant};
+use streams::{Added, Source, StreamState};
+use thiserror::Error;
+use viewers::Viewers;
+
+/// Tunables of the core. Defaults suit 2-6 s segments on a LAN or a region.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Segments kept per stream (memory bound: window x segment size per stream).
+    pub window: usize,
+    /// Segments listed in a live playlist (a player starts ~3 from the end).
+    pub playlist_len: usize,
+    /// A peer with no status for this long is gone.
+    pub peer_timeout: Duration,
+    /// Status is gossiped at least this often...
+    pub status_interval: Duration,
+    /// ...and on change, but not more often than this.
+    pub status_min_interval: Duration,
+    /// A viewer with no request for this long has left.
+    pub viewer_idle: Duration,
+    /// How long a peer that sent bad bytes is avoided (doubles for repeat offenders).
+    pub bad_bytes_penalty: Duration,
+    /// Largest segment accepted in an announcement.
+    pub max_segment_size: u64,
+    /// Most streams tracked at once.
+    pub max_streams: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            window: 32,
+            playlist_len: 6,
+            // Five missed 1 s statuses: quick to notice, tolerant of a slow heartbeat.
+            peer_timeout: Duration::from_secs(5),
+            status_interval: Duration::from_secs(1),
+            status_min_interval: Duration::from_millis(200),
+            viewer_idle: Duration::from_secs(20),
+            bad_bytes_penalty: Duration::from_secs(30),
+            max_segment_size: 64 * 1024 * 1024,
+            max_streams: status::MAX_STREAMS,
+        }
+    }
+}
+
+/// A decision for the runtime to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Build, sign and gossip this node's status now.
+    PublishStatus,
+    /// Fetch this segment ahead of viewers (it was announced on a watched stream).
+    Prefetch(segment::Id),
+    /// Ask a holder for the stream's manifest: announcements are missing.
+    Sync {
+        /// The stream.
+        stream: stream::Name,
+        /// The peer to ask.
+        from: PeerId,
+    },
+    /// Drop a segment's bytes: it left the window.
+    Evict(segment::Id),
+    /// Drop an init segment: nothing in the window uses it.
+    EvictInit(ContentId),
+    /// The peer is gone: close connections to it.
+    PeerGone(PeerId),
+}
+
+/// Why an announcement was not taken.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// Bigger than the configured maximum.
+    #[error("segment of {0} bytes exceeds the maximum")]
+    TooLarge(u64),
+    /// Too many streams already.
+    #[error("too many streams")]
+    TooManyStreams,
+    /// Same sequence number, different content.
+    #[error("conflicts with an earlier announcement")]
+    Conflict,
+    /// Older than the window.
+    #[error("older than the window")]
+    TooOld,
+    /// Seen already.
+    #[error("duplicate")]
+    Duplicate,
+}
+
+/// The core state machine of one node.
+#[derive(Debug)]
+pub struct Core {
+    me: PeerId,
+    config: Config,
+    peers: PeerTable,
+    streams: BTreeMap<stream::Name, StreamState>,
+    viewers: HashMap<stream::Name, Viewers>,
+    actions: VecDeque<Action>,
+    last_status: Option<Instant>,
+    status_dirty: bool,
+    last_sync: HashMap<stream::Name, Instant>,
+}
+
+impl Core {
+    /// A core for node `me`.
+    pub fn new(me: PeerId, config: Config) -> Self {
+        Self {
+            me,
+            config,
+            peers: PeerTable::default(),
+            streams: BTreeMap::new(),
+            viewers: HashMap::new(),
+            actions: VecDeque::new(),
+            last_status: None,
+            status_dirty: true,
+            last_sync: HashMap::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> PeerId {
+        self.me
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Next decision to carry out.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// A verified status arrived from `from`.
+    pub fn handle_status(&mut self, from: PeerId, status: Status, now: Instant) {
+        if from == self.me || status.check_bounds().is_err() {
+            return;
+        }
+        let held: Vec<(stream::Name, u64)> = status
+            .streams
+            .iter()
+            .map(|h| (h.name.clone(), h.last_seq))
+            .collect();
+        if self.peers.on_status(from, status, now) == StatusUpdate::New {
+            // Introduce ourselves promptly to a newcomer rather than at the next interval.
+            self.status_dirty = true;
+        }
+        // A watched stream this peer is ahead on by more than one segment: we missed
+        // announcements (gossip is best effort), so catch up from its manifest.
+        for (name, last) in held {
+            let newest = self.streams.get(&name).and_then(|s| s.newest());
+            let behind = newest.is_none_or(|n| n + 1 < last);
+            if behind && self.is_watched(&name) {
+                self.sync(name, from, now);
+            }
+        }
+    }
+
+    fn sync(&mut self, stream: stream::Name, from: PeerId, now: Instant) {
+        let due = self
+            .last_sync
+            .get(&stream)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= SYNC_INTERVAL);
+        if due {
+            self.last_sync.insert(stream.clone(), now);
+            self.actions.push_back(Action::Sync { stream, from });
+        }
+    }
+
+    /// A round-trip time was measured to `peer`.
+    pub fn handle_rtt(&mut self, peer: PeerId, rtt: Duration, now: Instant) {
+        if peer != self.me {
+            self.peers.on_rtt(peer, rtt, now);
+        }
+    }
+
+    /// A control-plane connection to `peer` opened or closed.
+    pub fn handle_connection(&mut self, peer: PeerId, connected: bool, now: Instant) {
+        if peer != self.me {
+            self.peers.on_connection(peer, connected, now);
+        }
+    }
+
+    /// A verified announcement arrived from the mesh (by gossip or in a manifest).
+    pub fn handle_announcement(
+        &mut self,
+        announcement: Verified<Announcement>,
+        now: Instant,
+    ) -> Result<(), Rejected> {
+        let signer = announcement.signer;
+        let id = announcement.value.id.clone();
+        let gap = self.add_announcement(announcement)?;
+        if gap && signer != self.me {
+            self.sync(id.stream.clone(), signer, now);
+        }
+        let held = self.is_held(&id);
+        if self.is_watched(&id.stream) && !held {
+            self.actions.push_back(Action::Prefetch(id));
+        }
+        Ok(())
+    }
+
+    /// An encoder pushed a segment into this node; its bytes are already stored.
+    pub fn handle_ingested(
+        &mut self,
+        announcement: Verified<Announcement>,
+        now: Instant,
+    ) -> Result<(), Rejected> {
+        let id = announcement.value.id.clone();
+        self.add_announcement(announcement)?;
+        let stream = self.streams.get_mut(&id.stream).expect("just added");
+        stream.ingest_here = true;
+        stream.mark_held(id.seq, Source::Ingest, now);
+        self.status_dirty = true;
+        Ok(())
+    }
+
+    /// A verified end-of-stream arrived (from the mesh or from local ingest).
+    pub fn handle_end(&mut self, end: Verified<StreamEnd>) {
+        if let Some(stream) = self.streams.get_mut(&end.value.stream) {
+            let newer = stream
+                .end
+                .as_ref()
+                .is_none_or(|e| e.value.last_seq < end.value.last_seq);
+            if newer {
+                stream.end = Some(end);
+                self.status_dirty = true;
+            }
+        }
+    }
+
+    /// A segment's bytes arrived from `from` over the data plane and matched its
+    /// announcement. Returns false if the segment left the window meanwhile (drop them).
+    pub fn handle_fetched(&mut self, id: &segment::Id, from: PeerId, now: Instant) -> bool {
+        let Some(stream) = self.streams.get_mut(&id.stream) else {
+            return false;
+        };
+        let kept = stream.mark_held(id.seq, Source::Peer(from), now);
+        if kept {
+            self.status_dirty = true;
+        }
+        kept
+    }
+
+    /// `peer` sent bytes that did not match their signed announcement.
+    pub fn handle_bad_bytes(&mut self, peer: PeerId, now: Instant) {
+        self.peers
+            .on_bad_bytes(peer, self.config.bad_bytes_penalty, now);
+    }
+
+    /// A viewer requested something of `stream`.
+    pub fn handle_viewer(&mut self, stream: &stream::Name, viewer: u128, now: Instant) {
+        let first = !self.viewers.contains_key(stream);
+        if first && self.viewers.len() >= self.config.max_streams {
+            return;
+        }
+        self.viewers
+            .entry(stream.clone())
+            .or_default()
+            .touch(viewer, now);
+        if first {
+            self.status_dirty = true;
+        }
+    }
+
+    /// Time passes: expire peers and viewers, decide whether to publish status.
+    pub fn handle_tick(&mut self, now: Instant) {
+        for peer in self.peers.expire(self.config.peer_timeout, now) {
+            self.actions.push_back(Action::PeerGone(peer));
+        }
+        let idle = self.config.viewer_idle;
+        self.viewers.retain(|_, v| {
+            v.expire(idle, now);
+            v.count() > 0
+        });
+        let since = self.last_status.map(|t| now.saturating_duration_since(t));
+        let due = match since {
+            None => true,
+            Some(s) if s >= self.config.status_interval => true,
+            Some(s) => self.status_dirty && s >= self.config.status_min_interval,
+        };
+        if due {
+            self.last_status = Some(now);
+            self.status_dirty = false;
+            self.actions.push_back(Action::PublishStatus);
+        }
+    }
+
+    fn add_announcement(&mut self, announcement: Verified<Announcement>) -> Result<bool, Rejected> {
+        let a = &announcement.value;
+        if a.size > self.config.max_segment_size {
+            return Err(Rejected::TooLarge(a.size));
+        }
+        if !self.streams.contains_key(&a.id.stream) && self.streams.len() >= self.config.max_streams
+        {
+            return Err(Rejected::TooManyStreams);
+        }
+        let name = a.id.stream.clone();
+        let stream = self
+            .streams
+            .entry(name.clone())
+            .or_insert_with(|| StreamState::new(name.clone()));
+        let (added, evicted) = stream.add(announcement, self.config.window);
+        for seq in evicted.segments {
+            self.actions.push_back(Action::Evict(segment::Id {
+                stream: name.clone(),
+                seq,
+            }));
+        }
+        for init in evicted.inits {
+            self.actions.push_back(Action::EvictInit(init));
+        }
+        match added {
+            Added::New { gap } => Ok(gap),
+            Added::Duplicate => Err(Rejected::Duplicate),
+            Added::Conflict => Err(Rejected::Conflict),
+            Added::TooOld => Err(Rejected::TooOld),
+        }
+    }
+
+    // ---- queries ----
+
+    /// Peers to fetch `id` from, best first: known holders (by status, or the
+    /// announcement's signer), not penalised, nearest (lowest RTT) first.
+    pub fn holders(&self, id: &segment::Id, now: Instant) -> Vec<PeerId> {
+        let signer = self
+            .streams
+            .get(&id.stream)
+            .and_then(|s| s.entries.get(&id.seq))
+            .map(|e| e.announcement.signer);
+        self.rank(now, |peer, p| Some(*peer) == signer || p.holds(id))
+    }
+
+    /// Peers to ask for `stream`'s manifest, best first: those holding it, freshest
+    /// then nearest.
+    pub fn stream_holders(&self, stream: &stream::Name, now: Instant) -> Vec<PeerId> {
+        let mut ranked = self.rank(now, |_, p| p.newest(stream).is_some());
+        ranked.sort_by_key(|peer| {
+            std::cmp::Reverse(self.peers.get(peer).and_then(|p| p.newest(stream)))
+        });
+        ranked
+    }
+
+    fn rank(&self, now: Instant, pred: impl Fn(&PeerId, &peers::Peer) -> bool) -> Vec<PeerId> {
+        let mut found: Vec<(Duration, PeerId)> = self
+            .peers
+            .known()
+            .filter(|(id, p)| !p.is_penalised(now) && pred(id, p))
+            .map(|(id, p)| (p.rank_rtt(), *id))
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The announcement of a segment in the window.
+    pub fn announcement(&self, id: &segment::Id) -> Option<&Verified<Announcement>> {
+        self.streams
+            .get(&id.stream)?
+            .entries
+            .get(&id.seq)
+            .map(|e| &e.announcement)
+    }
+
+    /// True if this node holds the segment's bytes.
+    pub fn is_held(&self, id: &segment::Id) -> bool {
+        self.streams
+            .get(&id.stream)
+            .and_then(|s| s.entries.get(&id.seq))
+            .is_some_and(|e| e.held.is_some())
+    }
+
+    /// A stream's state.
+    pub fn stream(&self, name: &stream::Name) -> Option<&StreamState> {
+        self.streams.get(name)
+    }
+
+    /// All streams.
+    pub fn streams(&self) -> impl Iterator<Item = &StreamState> {
+        self.streams.values()
+    }
+
+    /// The peer table.
+    pub fn peers(&self) -> &PeerTable {
+        &self.peers
+    }
+
+    /// True if `stream` has viewers here.
+    pub fn is_watched(&self, stream: &stream::Name) -> bool {
+        self.viewers.get(stream).is_some_and(|v| v.count() > 0)
+    }
+
+    /// Viewers of `stream` here.
+    pub fn viewer_count(&self, stream: &stream::Name) -> usize {
+        self.viewers.get(stream).map_or(0, |v| v.count())
+    }
+
+    /// The streams part of this node's status: every stream with held segments.
+    pub fn held_streams(&self) -> Vec<StreamHeld> {
+        self.streams
+            .values()
+            .filter_map(|s| {
+                let (first_seq, last_seq) = s.held_range()?;
+                Some(StreamHeld {
+                    name: s.name.clone(),
+                    first_seq,
+                    last_seq,
+                    ingest: s.ingest_here,
+                    ended: s.ended(),
+                })
+            })
+            .take(status::MAX_STREAMS)
+            .collect()
+    }
+
+    /// Total viewers across streams.
+    pub fn total_viewers(&self) -> usize {
+        self.viewers.values().map(|v| v.count()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,184 @@
+//! Scenario tests of the core in virtual time.
+
+use super::testing::*;
+use super::*;
+
+fn name(s: &str) -> stream::Name {
+    stream::Name::new(s).unwrap()
+}
+
+fn id(s: &str, seq: u64) -> segment::Id {
+    segment::Id {
+        stream: name(s),
+        seq,
+    }
+}
+
+fn drain(core: &mut Core) -> Vec<Action> {
+    std::iter::from_fn(|| core.poll_action()).collect()
+}
+
+#[test]
+fn nearest_holder_first_and_bad_peers_avoided() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_status(peer(1), status_holding(1, "s", 0, 9), t0);
+    core.handle_status(peer(2), status_holding(1, "s", 0, 9), t0);
+    core.handle_status(peer(3), status_holding(1, "s", 0, 3), t0);
+    core.handle_rtt(peer(1), Duration::from_millis(40), t0);
+    core.handle_rtt(peer(2), Duration::from_millis(5), t0);
+    core.handle_rtt(peer(3), Duration::from_millis(1), t0);
+    core.handle_announcement(announcement_by(1, "s", 5, None), t0)
+        .unwrap();
+    // Peer 3 is nearest but does not hold #5.
+    assert_eq!(core.holders(&id("s", 5), t0), vec![peer(2), peer(1)]);
+    core.handle_bad_bytes(peer(2), t0);
+    assert_eq!(core.holders(&id("s", 5), t0), vec![peer(1)]);
+    let later = t0 + core.config().bad_bytes_penalty + Duration::from_secs(1);
+    assert_eq!(core.holders(&id("s", 5), later), vec![peer(2), peer(1)]);
+}
+
+#[test]
+fn signer_counts_as_holder_before_its_status_says_so() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_status(peer(1), status_holding(1, "other", 0, 1), t0);
+    core.handle_announcement(announcement_by(1, "s", 0, None), t0)
+        .unwrap();
+    assert_eq!(core.holders(&id("s", 0), t0), vec![peer(1)]);
+}
+
+#[test]
+fn watched_streams_are_prefetched_on_announcement() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_announcement(announcement_by(1, "s", 0, None), t0)
+        .unwrap();
+    assert!(
+        !drain(&mut core)
+            .iter()
+            .any(|a| matches!(a, Action::Prefetch(_)))
+    );
+    core.handle_viewer(&name("s"), 42, t0);
+    core.handle_announcement(announcement_by(1, "s", 1, None), t0)
+        .unwrap();
+    assert!(drain(&mut core).contains(&Action::Prefetch(id("s", 1))));
+    // After viewers leave, no more prefetching.
+    core.handle_tick(t0 + Duration::from_secs(60));
+    core.handle_announcement(announcement_by(1, "s", 2, None), t0)
+        .unwrap();
+    assert!(
+        !drain(&mut core)
+            .iter()
+            .any(|a| matches!(a, Action::Prefetch(_)))
+    );
+}
+
+#[test]
+fn gaps_trigger_a_rate_limited_sync_with_the_signer() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_announcement(announcement_by(1, "s", 0, None), t0)
+        .unwrap();
+    core.handle_announcement(announcement_by(1, "s", 3, None), t0)
+        .unwrap();
+    core.handle_announcement(announcement_by(1, "s", 5, None), t0)
+        .unwrap();
+    let syncs: Vec<_> = drain(&mut core)
+        .into_iter()
+        .filter(|a| matches!(a, Action::Sync { .. }))
+        .collect();
+    assert_eq!(
+        syncs,
+        vec![Action::Sync {
+            stream: name("s"),
+            from: peer(1)
+        }]
+    );
+}
+
+#[test]
+fn window_bounds_memory_and_evicts() {
+    let t0 = Instant::now();
+    let config = Config {
+        window: 4,
+        ..Config::default()
+    };
+    let mut core = Core::new(peer(0), config);
+    for seq in 0..10 {
+        core.handle_ingested(announcement_by(0, "s", seq, None), t0)
+            .unwrap();
+    }
+    let evicted: Vec<_> = drain(&mut core)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Evict(id) => Some(id.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evicted, vec![0, 1, 2, 3, 4, 5]);
+    let held = core.held_streams();
+    assert_eq!((held[0].first_seq, held[0].last_seq), (6, 9));
+    assert!(held[0].ingest);
+}
+
+#[test]
+fn status_is_periodic_and_prompt_on_change() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_tick(t0);
+    assert_eq!(drain(&mut core), vec![Action::PublishStatus]);
+    core.handle_tick(t0 + Duration::from_millis(500));
+    assert_eq!(drain(&mut core), vec![]);
+    // A change is published after the minimum interval, not the full one.
+    core.handle_ingested(announcement_by(0, "s", 0, None), t0)
+        .unwrap();
+    core.handle_tick(t0 + Duration::from_millis(600));
+    assert_eq!(drain(&mut core), vec![Action::PublishStatus]);
+    core.handle_tick(t0 + Duration::from_millis(1700));
+    assert_eq!(drain(&mut core), vec![Action::PublishStatus]);
+}
+
+#[test]
+fn silent_peers_are_declared_gone() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_status(peer(1), status_holding(1, "s", 0, 1), t0);
+    core.handle_tick(t0 + Duration::from_secs(3));
+    assert!(!drain(&mut core).contains(&Action::PeerGone(peer(1))));
+    core.handle_tick(t0 + Duration::from_secs(6));
+    assert!(drain(&mut core).contains(&Action::PeerGone(peer(1))));
+    assert!(core.peers().is_empty());
+}
+
+#[test]
+fn behind_a_holder_of_a_watched_stream_syncs() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_viewer(&name("s"), 1, t0);
+    core.handle_status(peer(1), status_holding(1, "s", 0, 8), t0);
+    assert!(drain(&mut core).contains(&Action::Sync {
+        stream: name("s"),
+        from: peer(1)
+    }));
+}
+
+#[test]
+fn oversized_and_conflicting_announcements_are_rejected() {
+    let t0 = Instant::now();
+    let config = Config {
+        max_segment_size: 2,
+        ..Config::default()
+    };
+    let mut core = Core::new(peer(0), config);
+    assert_eq!(
+        core.handle_announcement(announcement_by(1, "s", 0, None), t0),
+        Err(Rejected::TooLarge(3))
+    );
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_announcement(announcement_by(1, "s", 0, None), t0)
+        .unwrap();
+    let mut other = announcement_by(2, "s", 0, None);
+    other.value.hash = ContentId::of(b"x");
+    assert_eq!(core.handle_announcement(other, t0), Err(Rejected::Conflict));
+}

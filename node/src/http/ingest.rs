@@ -1,0 +1,223 @@
+//! Ingest: `PUT /ingest/{stream}/{file}` with `Authorization: Bearer KEY`, exactly as
+//! `ffmpeg -f hls -method PUT` sends it (chunked bodies, `Connection: close`, long-open
+//! init uploads, `DELETE` of old segments, persistent connections).
+
+use super::{HttpError, read_body};
+use crate::hls::{self, parse_encoder_playlist};
+use crate::ingest::{Ready, container_of};
+use crate::metrics::add;
+use crate::node::{Shared, unix_millis};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use shoal_protocol::gossip::Gossip;
+use shoal_protocol::segment::{self, Announcement, StreamEnd};
+use shoal_protocol::signed::Signed;
+use shoal_protocol::stream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Largest encoder playlist accepted.
+pub const MAX_PLAYLIST: u64 = 256 * 1024;
+/// How long one upload may take. ffmpeg keeps an fMP4 init PUT open until the first
+/// media segment is complete, so this must exceed the longest segment duration.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most streams one node ingests at once.
+const MAX_INGEST_STREAMS: usize = 256;
+
+/// Checks the bearer key.
+fn authorize(node: &Shared, headers: &HeaderMap) -> Result<(), HttpError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(HttpError::Unauthorized(
+            "ingest needs Authorization: Bearer KEY",
+        ));
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = key.is_some_and(|k| {
+        node.config
+            .ingest_keys
+            .iter()
+            .any(|allowed| constant_time_eq(allowed.as_bytes(), k.as_bytes()))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(HttpError::Forbidden("ingest key not accepted"))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn validate(stream: &str, file: &str) -> Result<stream::Name, HttpError> {
+    let name = stream::Name::new(stream)
+        .map_err(|e| HttpError::BadRequest(format!("invalid stream name: {e}")))?;
+    if !hls::valid_file_name(file) {
+        return Err(HttpError::BadRequest(
+            "invalid file name: use [A-Za-z0-9._-], at most 128 characters".into(),
+        ));
+    }
+    Ok(name)
+}
+
+/// `PUT` (or `POST`) of a playlist, segment or init segment.
+pub async fn put(
+    State(node): State<Arc<Shared>>,
+    Path((stream, file)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, HttpError> {
+    let result = put_inner(&node, &stream, &file, &headers, body).await;
+    if let Err(e) = &result {
+        add(&node.metrics.ingest_rejected, 1);
+        warn!(%stream, %file, error = %e, "ingest refused");
+    }
+    result
+}
+
+async fn put_inner(
+    node: &Arc<Shared>,
+    stream: &str,
+    file: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<StatusCode, HttpError> {
+    authorize(node, headers)?;
+    let name = validate(stream, file)?;
+    let is_playlist = file.ends_with(".m3u8");
+    if !is_playlist && container_of(file).is_none() && !file.ends_with(".mp4") {
+        return Err(HttpError::Unsupported(
+            "ingest takes .m3u8 playlists, .ts and .m4s segments and .mp4 init segments",
+        ));
+    }
+    let limit = if is_playlist {
+        MAX_PLAYLIST
+    } else {
+        node.config.core.max_segment_size
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(HttpError::TooLarge(limit));
+    }
+    let bytes = read_body(body, limit, UPLOAD_TIMEOUT).await?;
+    let mut ingest = node.ingest.lock().expect("poisoned");
+    if !ingest.contains_key(&name) && ingest.len() >= MAX_INGEST_STREAMS {
+        return Err(HttpError::Unavailable(
+            "too many ingest streams on this node",
+        ));
+    }
+    let assembler = ingest.entry(name.clone()).or_default();
+    debug!(stream = %name, %file, size = bytes.len(), "upload received");
+    if !is_playlist {
+        if let Some(dropped) = assembler.put(file.to_string(), bytes) {
+            warn!(stream = %name, %dropped, "segment never listed in a playlist; dropped");
+        }
+        return Ok(StatusCode::CREATED);
+    }
+    let playlist = parse_encoder_playlist(&bytes)
+        .map_err(|e| HttpError::BadRequest(format!("playlist: {e}")))?;
+    let assembled = assembler.on_playlist(&playlist, node.next_seq(&name));
+    let last = assembled.ready.last().map(|r| r.seq);
+    for ready in assembled.ready {
+        announce(node, &name, ready)?;
+    }
+    if assembled.ended {
+        end_stream(node, &name, last);
+    }
+    drop(ingest);
+    node.run_actions();
+    Ok(StatusCode::CREATED)
+}
+
+/// Signs, stores and gossips one ingested segment.
+fn announce(node: &Arc<Shared>, name: &stream::Name, ready: Ready) -> Result<(), HttpError> {
+    let size = ready.bytes.len() as u64;
+    let announcement = Announcement {
+        id: segment::Id {
+            stream: name.clone(),
+            seq: ready.seq,
+        },
+        duration_ms: ready.duration_ms,
+        size,
+        hash: shoal_protocol::content::ContentId::of(&ready.bytes),
+        container: ready.container,
+        init: ready.init.as_ref().map(|(r, _)| *r),
+        discontinuity: ready.discontinuity,
+        ingested_at: unix_millis(),
+    };
+    let signed = Signed::sign(&node.keypair, &announcement)
+        .map_err(|e| HttpError::BadRequest(format!("signing: {e}")))?;
+    let verified = signed
+        .verify()
+        .map_err(|e| HttpError::BadRequest(format!("signing: {e}")))?;
+    {
+        let mut store = node.store.lock().expect("poisoned");
+        if let Some((init, bytes)) = ready.init {
+            store.put_init(init.hash, bytes);
+        }
+        store.put_segment(announcement.id.clone(), ready.bytes);
+    }
+    node.core
+        .lock()
+        .expect("poisoned")
+        .handle_ingested(verified, Instant::now())
+        .map_err(|e| HttpError::BadRequest(format!("segment refused: {e}")))?;
+    add(&node.metrics.ingest_segments, 1);
+    add(&node.metrics.ingest_bytes, size);
+    info!(
+        segment = %announcement.id,
+        file = %ready.file,
+        size,
+        duration_ms = ready.duration_ms,
+        hash = %announcement.hash.short(),
+        "ingested"
+    );
+    node.publish(Gossip::Segment(signed));
+    Ok(())
+}
+
+fn end_stream(node: &Arc<Shared>, name: &stream::Name, last: Option<segment::Seq>) {
+    let Some(last_seq) = last.or_else(|| node.next_seq(name).checked_sub(1)) else {
+        return;
+    };
+    let end = StreamEnd {
+        stream: name.clone(),
+        last_seq,
+    };
+    match Signed::sign(&node.keypair, &end).and_then(|s| s.verify()) {
+        Ok(verified) => {
+            let envelope = verified.envelope.clone();
+            node.core.lock().expect("poisoned").handle_end(verified);
+            info!(stream = %name, last_seq, "stream ended by encoder");
+            node.publish(Gossip::End(envelope));
+        }
+        Err(e) => warn!(error = %e, "cannot sign stream end"),
+    }
+}
+
+/// `DELETE` of an old segment (`-hls_flags delete_segments`). The mesh keeps its own
+/// window, so this only frees a segment that was never announced.
+pub async fn delete(
+    State(node): State<Arc<Shared>>,
+    Path((stream, file)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, HttpError> {
+    authorize(&node, &headers)?;
+    let name = validate(&stream, &file)?;
+    // ffmpeg sends an (empty, chunked) body: read it so the connection stays usable.
+    read_body(body, 1024, UPLOAD_TIMEOUT).await?;
+    if let Some(a) = node.ingest.lock().expect("poisoned").get_mut(&name) {
+        a.delete(&file);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,178 @@
+//! Viewing: `GET /live/{stream}/index.m3u8` and the segments it lists, on any node.
+
+use super::{HttpError, range};
+use crate::fetch::FetchError;
+use crate::hls;
+use crate::metrics::add;
+use crate::node::Shared;
+use axum::body::HttpBody;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use shoal_protocol::content::ContentId;
+use shoal_protocol::segment;
+use shoal_protocol::stream;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// How long a playlist request may wait for a manifest from a peer when this node has
+/// not seen the stream yet.
+const SYNC_WAIT: Duration = Duration::from_secs(4);
+/// HLS playlist content type (RFC 8216).
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+
+/// What a file name under `/live/{stream}/` asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    Playlist,
+    Segment(segment::Seq),
+    Init(ContentId),
+}
+
+fn wanted(file: &str) -> Option<Wanted> {
+    if file == "index.m3u8" {
+        return Some(Wanted::Playlist);
+    }
+    if let Some(hex) = file
+        .strip_prefix("init-")
+        .and_then(|f| f.strip_suffix(".mp4"))
+    {
+        return ContentId::from_hex(hex).map(Wanted::Init);
+    }
+    let (seq, ext) = file.rsplit_once('.')?;
+    if !matches!(ext, "ts" | "m4s") || seq.is_empty() || seq.len() > 20 {
+        return None;
+    }
+    seq.parse().ok().map(Wanted::Segment)
+}
+
+fn viewer_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u32::from(v4) as u128,
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// `GET /live/{stream}/{file}`.
+pub async fn get(
+    State(node): State<Arc<Shared>>,
+    Path((stream, file)): Path<(String, String)>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let name = stream::Name::new(stream)
+        .map_err(|e| HttpError::BadRequest(format!("invalid stream name: {e}")))?;
+    let what = wanted(&file).ok_or(HttpError::NotFound("no such file"))?;
+    add(&node.metrics.viewer_requests, 1);
+    node.core.lock().expect("poisoned").handle_viewer(
+        &name,
+        viewer_key(client.ip()),
+        Instant::now(),
+    );
+    node.run_actions();
+    let response = match what {
+        Wanted::Playlist => playlist(&node, &name).await?,
+        Wanted::Segment(seq) => {
+            let id = segment::Id {
+                stream: name.clone(),
+                seq,
+            };
+            let container = node
+                .core
+                .lock()
+                .expect("poisoned")
+                .announcement(&id)
+                .map(|a| a.value.container)
+                .ok_or(HttpError::NotFound("segment not in this stream's window"))?;
+            if !file.ends_with(container.extension()) {
+                return Err(HttpError::NotFound("no such segment"));
+            }
+            let bytes = node.segment(&id).await.map_err(unavailable)?;
+            range::respond(
+                &headers,
+                bytes,
+                container.content_type(),
+                "public, max-age=3600",
+            )
+        }
+        Wanted::Init(hash) => {
+            let bytes = node.init(&name, hash).await.map_err(unavailable)?;
+            range::respond(&headers, bytes, "video/mp4", "public, max-age=3600")
+        }
+    };
+    if let Some(n) = response.body().size_hint().exact() {
+        add(&node.metrics.http_bytes_out, n);
+    }
+    Ok(response)
+}
+
+fn unavailable(e: FetchError) -> HttpError {
+    match e {
+        FetchError::NotAnnounced => HttpError::NotFound("not in this stream's window"),
+        other => {
+            debug!(error = %other, "segment unavailable");
+            HttpError::BadGateway(format!("segment unavailable from the mesh: {other}"))
+        }
+    }
+}
+
+fn render(node: &Shared, name: &stream::Name) -> Option<String> {
+    let core = node.core.lock().expect("poisoned");
+    let stream = core.stream(name)?;
+    let segments = stream.playlist(core.config().playlist_len);
+    if segments.is_empty() {
+        return None;
+    }
+    let ended = stream.ended() && segments.last().map(|a| a.id.seq) == stream.newest();
+    Some(hls::render_live(&segments, ended))
+}
+
+async fn playlist(node: &Arc<Shared>, name: &stream::Name) -> Result<Response, HttpError> {
+    let text = match render(node, name) {
+        Some(text) => text,
+        None => {
+            let holders = node
+                .core
+                .lock()
+                .expect("poisoned")
+                .stream_holders(name, Instant::now());
+            if holders.is_empty() {
+                return Err(HttpError::NotFound("unknown stream"));
+            }
+            let _ = tokio::time::timeout(SYNC_WAIT, node.sync(name, None)).await;
+            render(node, name).ok_or(HttpError::NotFound("unknown stream"))?
+        }
+    };
+    let mut response = text.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PLAYLIST_TYPE),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(wanted("index.m3u8"), Some(Wanted::Playlist));
+        assert_eq!(wanted("12.ts"), Some(Wanted::Segment(12)));
+        assert_eq!(wanted("12.m4s"), Some(Wanted::Segment(12)));
+        let h = ContentId::of(b"x");
+        assert_eq!(
+            wanted(&format!("init-{}.mp4", h.to_hex())),
+            Some(Wanted::Init(h))
+        );
+        assert_eq!(wanted("init-zz.mp4"), None);
+        assert_eq!(wanted("x.ts"), None);
+        assert_eq!(wanted(".ts"), None);
+        assert_eq!(wanted("99999999999999999999999.ts"), None);
+        assert_eq!(wanted("1.mp3"), None);
+    }
+}

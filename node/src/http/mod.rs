@@ -1,0 +1,208 @@
+//! The edge plane: HTTP for viewers ([`live`]), encoders ([`ingest`]) and operators
+//! ([`admin`]), with CORS on every response so browser players work from any origin.
+
+pub mod admin;
+pub mod ingest;
+pub mod live;
+pub mod range;
+
+use crate::node::Shared;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::extract::Request as AxumRequest;
+use axum::http::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+/// The router for one node.
+pub fn router(node: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/ingest/{stream}/{file}",
+            put(ingest::put).post(ingest::put).delete(ingest::delete),
+        )
+        .route("/live/{stream}/{file}", get(live::get))
+        .route("/api/status", get(admin::status))
+        .route("/metrics", get(admin::metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { HttpError::NotFound("no such endpoint") })
+        .layer(middleware::from_fn(cors))
+        .with_state(node)
+}
+
+/// Most HTTP connections open at once; past this, new connections are closed at once
+/// rather than letting a flood exhaust file descriptors and wedge the node.
+pub const MAX_CONNECTIONS: usize = 16_384;
+/// A client must send its request headers within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves HTTP until `shutdown` flips.
+///
+/// hyper is driven directly rather than through `axum::serve` for one setting:
+/// `half_close`. ffmpeg shuts down its sending side right after each upload
+/// (`shutdown(SHUT_WR)`, FIELD-NOTES), and hyper's default treats that as an abort and
+/// drops the request unanswered.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = router(node);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(%remote, "too many connections; closing a new one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                app.clone().oneshot(request.map(Body::new))
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .keep_alive(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                debug!(%remote, error = %e, "http connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Adds CORS headers to every response and answers preflight requests.
+async fn cors(request: AxumRequest, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Range, Origin, Accept, Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+/// An HTTP error with a clear plain-text message.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403: wrong credentials.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 404.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// 408: the body did not arrive in time.
+    #[error("request body timed out")]
+    Timeout,
+    /// 413.
+    #[error("body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    /// 415.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// 502: the mesh could not supply it.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 503.
+    #[error("{0}")]
+    Unavailable(&'static str),
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::NotFound(_) => StatusCode::NOT_FOUND,
+            HttpError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let mut response = (status, format!("{self}\n")).into_response();
+        if let HttpError::Unauthorized(_) = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Reads a whole body, refusing more than `limit` bytes or a stall longer than `timeout`.
+pub async fn read_body(
+    body: Body,
+    limit: u64,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, HttpError> {
+    use futures::StreamExt;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| HttpError::BadRequest(format!("reading body: {e}")))?;
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(HttpError::TooLarge(limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| HttpError::Timeout)?
+}

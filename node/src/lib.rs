@@ -1,0 +1,23 @@
+//! The Shoal node.
+//!
+//! - [`core`]: the sans-io brain (peer table, stream windows, holder choice, prefetch,
+//!   liveness), driven by events and emitting actions.
+//! - The runtime around it: [`control`] (libp2p: discovery and gossip), [`data`] (quinn:
+//!   segment pulls between nodes), [`http`] (viewers, ingest, admin API), [`store`] (the
+//!   segment bytes), [`fetch`] (coalesced, verified pulls), tied together by [`node`].
+
+pub mod config;
+pub mod control;
+pub mod core;
+pub mod data;
+pub mod fetch;
+pub mod hls;
+pub mod http;
+pub mod identity;
+pub mod ingest;
+pub mod metrics;
+pub mod node;
+pub mod store;
+
+pub use config::NodeConfig;
+pub use node::Node;

@@ -1,0 +1,130 @@
+//! Counters for the admin API and Prometheus.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Monotonic counters of one node.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Segments accepted from encoders.
+    pub ingest_segments: AtomicU64,
+    /// Bytes accepted from encoders.
+    pub ingest_bytes: AtomicU64,
+    /// Ingest requests refused (auth, size, format).
+    pub ingest_rejected: AtomicU64,
+    /// Segments pulled from peers and verified.
+    pub fetch_ok: AtomicU64,
+    /// Pulls whose bytes did not match the signed announcement.
+    pub fetch_bad_bytes: AtomicU64,
+    /// Pulls that failed otherwise (not found, busy, transport).
+    pub fetch_failed: AtomicU64,
+    /// Media bytes received from peers.
+    pub data_bytes_in: AtomicU64,
+    /// Media bytes sent to peers.
+    pub data_bytes_out: AtomicU64,
+    /// Bytes sent to viewers over HTTP.
+    pub http_bytes_out: AtomicU64,
+    /// Viewer requests (playlists and segments).
+    pub viewer_requests: AtomicU64,
+    /// Gossip messages published.
+    pub gossip_published: AtomicU64,
+    /// Bytes of gossip published.
+    pub gossip_bytes: AtomicU64,
+}
+
+/// Adds `n` to a counter.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// Egress bytes so far (viewers and peers).
+    pub fn egress_bytes(&self) -> u64 {
+        self.http_bytes_out.load(Ordering::Relaxed) + self.data_bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// All counters as (name, help, value).
+    pub fn all(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            (
+                "shoal_ingest_segments_total",
+                "Segments accepted from encoders",
+                l(&self.ingest_segments),
+            ),
+            (
+                "shoal_ingest_bytes_total",
+                "Bytes accepted from encoders",
+                l(&self.ingest_bytes),
+            ),
+            (
+                "shoal_ingest_rejected_total",
+                "Ingest requests refused",
+                l(&self.ingest_rejected),
+            ),
+            (
+                "shoal_fetch_ok_total",
+                "Segments pulled from peers and verified",
+                l(&self.fetch_ok),
+            ),
+            (
+                "shoal_fetch_bad_bytes_total",
+                "Pulls whose bytes failed blake3 verification",
+                l(&self.fetch_bad_bytes),
+            ),
+            (
+                "shoal_fetch_failed_total",
+                "Pulls that failed for other reasons",
+                l(&self.fetch_failed),
+            ),
+            (
+                "shoal_data_bytes_in_total",
+                "Media bytes received from peers",
+                l(&self.data_bytes_in),
+            ),
+            (
+                "shoal_data_bytes_out_total",
+                "Media bytes sent to peers",
+                l(&self.data_bytes_out),
+            ),
+            (
+                "shoal_http_bytes_out_total",
+                "Bytes sent to viewers",
+                l(&self.http_bytes_out),
+            ),
+            (
+                "shoal_viewer_requests_total",
+                "Viewer playlist and segment requests",
+                l(&self.viewer_requests),
+            ),
+            (
+                "shoal_gossip_published_total",
+                "Gossip messages published",
+                l(&self.gossip_published),
+            ),
+            (
+                "shoal_gossip_bytes_total",
+                "Gossip bytes published",
+                l(&self.gossip_bytes),
+            ),
+        ]
+    }
+
+    /// Prometheus text exposition, with `gauges` appended.
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+        let mut out = String::new();
+        for (name, help, value) in self.all() {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
+    }
+}

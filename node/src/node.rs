@@ -1,0 +1,456 @@
+//! The node runtime: starts the three planes around one [`Core`] and carries out its
+//! decisions.
+//!
+//! [`Node::start`] binds the HTTP listener and the quinn endpoint, builds the libp2p
+//! swarm, and spawns four tasks: the swarm driver, the data-plane server, the HTTP server
+//! and the core driver (control-plane events in, a tick every [`TICK`], actions out).
+
+use crate::config::NodeConfig;
+use crate::control::{self, Command, Event};
+use crate::core::{Action, Core};
+use crate::data::{self, Provider};
+use crate::fetch::Inflight;
+use crate::identity::{self, IdentityError};
+use crate::ingest::Assembler;
+use crate::metrics::{Metrics, add};
+use crate::store::Store;
+use bytes::Bytes;
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use shoal_protocol::PeerId;
+use shoal_protocol::content::ContentId;
+use shoal_protocol::gossip::Gossip;
+use shoal_protocol::identity::Keypair;
+use shoal_protocol::segment::Seq;
+use shoal_protocol::signed::Signed;
+use shoal_protocol::status::{self, Load, Status};
+use shoal_protocol::stream;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// How often the core's clock ticks: the resolution of status publishing and expiry.
+pub const TICK: Duration = Duration::from_millis(100);
+/// How long start-up waits for the swarm to report its listen addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The identity key could not be loaded or created.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The data plane's TLS set-up failed.
+    #[error("data-plane TLS: {0}")]
+    Tls(String),
+    /// A socket could not be bound.
+    #[error("bind {what} {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The control plane could not start.
+    #[error(transparent)]
+    Control(#[from] control::StartError),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// State shared by the node's tasks and HTTP handlers. Locks are held briefly and never
+/// across an await; when several are needed the order is `ingest`, `core`, `store`.
+pub struct Shared {
+    pub(crate) keypair: Keypair,
+    pub(crate) peer_id: PeerId,
+    pub(crate) config: NodeConfig,
+    pub(crate) core: Mutex<Core>,
+    pub(crate) store: Mutex<Store>,
+    pub(crate) ingest: Mutex<HashMap<stream::Name, Assembler>>,
+    pub(crate) client: data::client::Client,
+    pub(crate) inflight: Inflight,
+    pub(crate) control: control::Handle,
+    pub(crate) metrics: Metrics,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) data_addr: SocketAddr,
+    pub(crate) fingerprint: ContentId,
+    pub(crate) started: Instant,
+    status_version: AtomicU64,
+    egress_sample: Mutex<(Instant, u64, u64)>,
+}
+
+/// Headline figures of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    /// Peers with a live status.
+    pub peers: usize,
+    /// Streams with held segments.
+    pub streams: usize,
+    /// Segments held.
+    pub segments: usize,
+    /// Bytes sent to viewers and peers so far.
+    pub egress_bytes: u64,
+}
+
+/// A running node.
+pub struct Node {
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Starts a node: binds its sockets, joins the mesh through the bootstrap peers and
+    /// begins serving.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        let keypair = identity::load_or_create(&config.data_dir)?;
+        let peer_id = keypair.public().to_peer_id();
+        let tls = data::tls::generate().map_err(|e| StartError::Tls(e.to_string()))?;
+        let server_config =
+            data::tls::server_config(&tls).map_err(|e| StartError::Tls(e.to_string()))?;
+        let bind = |what, addr| move |source| StartError::Bind { what, addr, source };
+        let endpoint = quinn::Endpoint::server(server_config, config.data)
+            .map_err(bind("data plane", config.data))?;
+        let data_addr = endpoint
+            .local_addr()
+            .map_err(bind("data plane", config.data))?;
+        let listener = tokio::net::TcpListener::bind(config.http)
+            .await
+            .map_err(bind("http", config.http))?;
+        let http_addr = listener.local_addr().map_err(bind("http", config.http))?;
+        let (control, events, driver) = control::start(control::Config {
+            keypair: keypair.clone(),
+            listen: config.p2p.clone(),
+            bootstrap: config.bootstrap.clone(),
+        })?;
+        let shared = Arc::new(Shared {
+            keypair,
+            peer_id,
+            core: Mutex::new(Core::new(peer_id, config.core.clone())),
+            store: Mutex::new(Store::default()),
+            ingest: Mutex::new(HashMap::new()),
+            client: data::client::Client::new(endpoint.clone()),
+            inflight: Inflight::default(),
+            control,
+            metrics: Metrics::default(),
+            http_addr,
+            data_addr,
+            fingerprint: tls.fingerprint,
+            started: Instant::now(),
+            status_version: AtomicU64::new(unix_millis()),
+            egress_sample: Mutex::new((Instant::now(), 0, 0)),
+            config,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let faults = shared.config.faults;
+        let provider: Arc<dyn Provider> = Arc::new(DataProvider(shared.clone()));
+        let tasks = vec![
+            tokio::spawn(driver.run()),
+            tokio::spawn(data::server::run(endpoint.clone(), provider, faults)),
+            tokio::spawn(crate::http::serve(
+                listener,
+                shared.clone(),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(shared.clone().drive(events, shutdown_rx)),
+        ];
+        let deadline = Instant::now() + LISTEN_WAIT;
+        while shared.control.listen_addrs().len() < shared.config.p2p.len()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        info!(
+            %peer_id,
+            http = %http_addr,
+            data = %data_addr,
+            p2p = ?shared.p2p_addrs(),
+            "node started"
+        );
+        Ok(Node {
+            shared,
+            endpoint,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.peer_id
+    }
+
+    /// The HTTP address it serves on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.shared.http_addr
+    }
+
+    /// The data-plane address it serves on.
+    pub fn data_addr(&self) -> SocketAddr {
+        self.shared.data_addr
+    }
+
+    /// Its libp2p addresses, each ending in /p2p/PEERID: what others bootstrap from.
+    pub fn p2p_addrs(&self) -> Vec<Multiaddr> {
+        self.shared.p2p_addrs()
+    }
+
+    /// A few headline figures, for tools that run many nodes in one process.
+    pub fn summary(&self) -> Summary {
+        let core = self.shared.core.lock().expect("poisoned");
+        let store = self.shared.store.lock().expect("poisoned");
+        Summary {
+            peers: core.peers().len(),
+            streams: core.held_streams().len(),
+            segments: store.segment_count(),
+            egress_bytes: self.shared.metrics.egress_bytes(),
+        }
+    }
+
+    /// Stops every task and closes the sockets.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"node shutting down");
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        info!(peer_id = %self.shared.peer_id, "node stopped");
+    }
+}
+
+impl Shared {
+    /// libp2p listen addresses with /p2p/PEERID.
+    pub(crate) fn p2p_addrs(&self) -> Vec<Multiaddr> {
+        self.control
+            .listen_addrs()
+            .into_iter()
+            .map(|a| a.with(Protocol::P2p(self.peer_id)))
+            .collect()
+    }
+
+    /// The IP peers and viewers should use: the bound one, or when bound to 0.0.0.0 the
+    /// configured `advertise_ip`, else the first non-loopback address libp2p listens on.
+    fn advertised(&self, bound: SocketAddr) -> SocketAddr {
+        if !bound.ip().is_unspecified() {
+            return bound;
+        }
+        let ip = self.config.advertise_ip.unwrap_or_else(|| {
+            self.control
+                .listen_addrs()
+                .iter()
+                .flat_map(|a| a.iter())
+                .find_map(|p| match p {
+                    Protocol::Ip4(ip) if !ip.is_loopback() => Some(IpAddr::V4(ip)),
+                    _ => None,
+                })
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        });
+        SocketAddr::new(ip, bound.port())
+    }
+
+    /// The core driver: control-plane events and ticks in, actions out.
+    async fn drive(
+        self: Arc<Self>,
+        mut events: mpsc::Receiver<Event>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    self.core.lock().expect("poisoned").handle_tick(Instant::now());
+                }
+                _ = shutdown.changed() => return,
+            }
+            self.run_actions();
+        }
+    }
+
+    fn on_event(&self, event: Event) {
+        let now = Instant::now();
+        let mut core = self.core.lock().expect("poisoned");
+        match event {
+            Event::Status(v) => {
+                let connected = core.peers().get(&v.signer).is_some_and(|p| p.connected);
+                if !connected && v.signer != self.peer_id {
+                    let addrs: Vec<Multiaddr> = v
+                        .value
+                        .p2p_addrs
+                        .iter()
+                        .filter_map(|a| a.parse().ok())
+                        .collect();
+                    self.control.send(Command::Dial(v.signer, addrs));
+                }
+                core.handle_status(v.signer, v.value, now);
+            }
+            Event::Announcement(v) => {
+                let id = v.value.id.clone();
+                if let Err(e) = core.handle_announcement(v, now) {
+                    debug!(segment = %id, error = %e, "announcement not taken");
+                }
+            }
+            Event::End(v) => core.handle_end(v),
+            Event::Rtt(peer, rtt) => core.handle_rtt(peer, rtt, now),
+            Event::Connection(peer, up) => core.handle_connection(peer, up, now),
+        }
+    }
+
+    /// Carries out every pending decision of the core.
+    pub(crate) fn run_actions(self: &Arc<Self>) {
+        let actions: Vec<Action> = {
+            let mut core = self.core.lock().expect("poisoned");
+            std::iter::from_fn(|| core.poll_action()).collect()
+        };
+        for action in actions {
+            match action {
+                Action::PublishStatus => self.publish_status(),
+                Action::Prefetch(id) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.segment(&id).await {
+                            debug!(segment = %id, error = %e, "prefetch failed");
+                        }
+                    });
+                }
+                Action::Sync { stream, from } => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.sync(&stream, Some(from)).await {
+                            debug!(%stream, error = %e, "manifest sync failed");
+                        }
+                    });
+                }
+                Action::Evict(id) => self.store.lock().expect("poisoned").evict_segment(&id),
+                Action::EvictInit(hash) => self.store.lock().expect("poisoned").evict_init(&hash),
+                Action::PeerGone(peer) => {
+                    info!(%peer, "peer gone");
+                    self.client.forget(&peer);
+                }
+            }
+        }
+    }
+
+    /// Current egress in bits per second, measured since the previous call.
+    fn egress_bps(&self) -> u64 {
+        let mut sample = self.egress_sample.lock().expect("poisoned");
+        let (at, bytes, last_rate) = *sample;
+        let now = Instant::now();
+        let total = self.metrics.egress_bytes();
+        let elapsed = now.duration_since(at).as_secs_f64();
+        if elapsed < 0.5 {
+            return last_rate;
+        }
+        let rate = ((total - bytes) as f64 * 8.0 / elapsed) as u64;
+        *sample = (now, total, rate);
+        rate
+    }
+
+    fn publish_status(&self) {
+        let (streams, viewers) = {
+            let core = self.core.lock().expect("poisoned");
+            (core.held_streams(), core.total_viewers())
+        };
+        let status = Status {
+            version: self.status_version.fetch_add(1, Ordering::Relaxed),
+            issued_at: unix_millis(),
+            data_addr: self.advertised(self.data_addr),
+            cert_fingerprint: self.fingerprint,
+            http_addr: self.advertised(self.http_addr),
+            p2p_addrs: self
+                .p2p_addrs()
+                .iter()
+                .map(|a| a.to_string())
+                .filter(|a| a.len() <= status::MAX_ADDR_LEN)
+                .take(status::MAX_P2P_ADDRS)
+                .collect(),
+            streams,
+            load: Load {
+                capacity_bps: 0,
+                egress_bps: self.egress_bps(),
+                viewers: viewers as u32,
+                cpu_permille: 0,
+            },
+            draining: false,
+        };
+        match Signed::sign(&self.keypair, &status) {
+            Ok(signed) => self.publish(Gossip::Status(signed)),
+            Err(e) => warn!(error = %e, "cannot sign status"),
+        }
+    }
+
+    pub(crate) fn publish(&self, message: Gossip) {
+        add(&self.metrics.gossip_published, 1);
+        let size = match &message {
+            Gossip::Status(s) => s.encoded_len(),
+            Gossip::Segment(s) => s.encoded_len(),
+            Gossip::End(s) => s.encoded_len(),
+        };
+        add(&self.metrics.gossip_bytes, size as u64);
+        self.control.send(Command::Publish(message));
+    }
+
+    /// The sequence number the next ingested segment of `stream` should get.
+    pub(crate) fn next_seq(&self, stream: &stream::Name) -> Seq {
+        self.core
+            .lock()
+            .expect("poisoned")
+            .stream(stream)
+            .and_then(|s| s.newest())
+            .map_or(0, |n| n + 1)
+    }
+}
+
+/// Serves the data plane from the node's store and core.
+struct DataProvider(Arc<Shared>);
+
+impl Provider for DataProvider {
+    fn segment(&self, stream: &stream::Name, seq: Seq) -> Option<Bytes> {
+        let id = shoal_protocol::segment::Id {
+            stream: stream.clone(),
+            seq,
+        };
+        self.0.store.lock().expect("poisoned").segment(&id)
+    }
+
+    fn init(&self, _stream: &stream::Name, hash: &ContentId) -> Option<Bytes> {
+        self.0.store.lock().expect("poisoned").init(hash)
+    }
+
+    fn manifest(&self, stream: &stream::Name) -> Option<data::client::Manifest> {
+        let core = self.0.core.lock().expect("poisoned");
+        let s = core.stream(stream)?;
+        let announcements = s
+            .entries
+            .values()
+            .map(|e| e.announcement.envelope.clone())
+            .collect();
+        Some((announcements, s.end.as_ref().map(|e| e.envelope.clone())))
+    }
+
+    fn served(&self, bytes: u64) {
+        add(&self.0.metrics.data_bytes_out, bytes);
+    }
+}

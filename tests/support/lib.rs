@@ -1,0 +1,200 @@
+//! Support for Shoal's integration tests: real nodes on 127.0.0.1, a minimal HTTP/1.1
+//! client, ffmpeg as the encoder, and waiting on observable state with a deadline.
+
+pub mod http;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use shoal_node::{Node, NodeConfig};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The ingest key the test meshes accept.
+pub const KEY: &str = "test-key";
+
+/// Logs for a failing test: `RUST_LOG=shoal_node=debug cargo test ...`.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A fresh data directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "shoal-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A loopback node configuration accepting [`KEY`].
+pub fn config(tag: &str) -> NodeConfig {
+    let mut c = NodeConfig::loopback(temp_dir(tag));
+    c.ingest_keys = vec![KEY.to_string()];
+    c
+}
+
+/// Starts nodes from `configs`: the first alone, the others bootstrapping from the first
+/// only, as an operator would.
+pub async fn mesh(configs: Vec<NodeConfig>) -> anyhow::Result<Vec<Node>> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for mut c in configs {
+        if let Some(first) = nodes.first() {
+            c.bootstrap = first.p2p_addrs();
+        }
+        nodes.push(Node::start(c).await?);
+    }
+    Ok(nodes)
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with
+/// `what` and the last observation.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("nothing observed");
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(observed) => last = observed,
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /api/status` of a node.
+pub async fn status(addr: SocketAddr) -> anyhow::Result<Value> {
+    let r = http::get(addr, "/api/status", &[]).await?;
+    anyhow::ensure!(r.status == 200, "status returned {}", r.status);
+    serde_json::from_slice(&r.body).context("status is not JSON")
+}
+
+/// Peer ids a node's status lists.
+pub fn known_peers(status: &Value) -> Vec<String> {
+    status["peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["peer_id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The status entry of `stream`.
+pub fn stream_status<'a>(status: &'a Value, stream: &str) -> Option<&'a Value> {
+    status["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == stream)
+}
+
+/// An ffmpeg process pushing a test pattern into a node; killed when dropped.
+pub struct Encoder {
+    child: Child,
+}
+
+/// Segment packaging for [`Encoder::push`].
+#[derive(Debug, Clone, Copy)]
+pub enum Packaging {
+    /// MPEG-TS segments.
+    Ts,
+    /// fMP4/CMAF segments with an init segment.
+    Fmp4,
+}
+
+impl Encoder {
+    /// Starts `ffmpeg -re` pushing `seconds` of H.264 + AAC in 1 s segments to
+    /// `/ingest/{stream}/index.m3u8` on `addr`.
+    pub fn push(
+        addr: SocketAddr,
+        stream: &str,
+        seconds: u32,
+        packaging: Packaging,
+    ) -> anyhow::Result<Self> {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size=320x180:rate=25:duration={seconds}"),
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("sine=frequency=440:duration={seconds}"),
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-keyint_min",
+                "25",
+            ])
+            .args(["-sc_threshold", "0", "-c:a", "aac", "-shortest"])
+            .args([
+                "-f",
+                "hls",
+                "-hls_time",
+                "1",
+                "-hls_list_size",
+                "5",
+                "-method",
+                "PUT",
+            ])
+            .args(["-headers", &format!("Authorization: Bearer {KEY}")]);
+        if let Packaging::Fmp4 = packaging {
+            cmd.args(["-hls_segment_type", "fmp4"]);
+        }
+        cmd.arg(format!("http://{addr}/ingest/{stream}/index.m3u8"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = cmd
+            .spawn()
+            .context("ffmpeg not found: apt-get install -y ffmpeg")?;
+        Ok(Self { child })
+    }
+
+    /// Waits for ffmpeg to exit (bounded by `timeout`); true if it exited successfully.
+    pub async fn finish(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
