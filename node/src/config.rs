@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub advertise_ip: Option<IpAddr>,
     /// Core tunables.
     pub core: core::Config,
+    /// Where the `/watch` page loads hls.js from.
+    pub hls_js_url: String,
     /// Fault injection for tests.
     pub faults: Faults,
 }
@@ -47,6 +49,7 @@ impl NodeConfig {
             ingest_keys: vec![],
             advertise_ip: None,
             core: core::Config::default(),
+            hls_js_url: crate::http::watch::DEFAULT_HLS_JS_URL.to_string(),
             faults: Faults::default(),
         }
     }
@@ -91,6 +94,9 @@ pub struct RunArgs {
     /// Seconds without a status before a peer counts as gone [default: 5].
     #[arg(long, env = "SHOAL_PEER_TIMEOUT")]
     pub peer_timeout: Option<u64>,
+    /// URL the /watch player page loads hls.js from [default: jsdelivr CDN].
+    #[arg(long, env = "SHOAL_HLS_JS_URL")]
+    pub hls_js_url: Option<String>,
     /// Test only: corrupt every segment served to peers.
     #[arg(long, hide = true)]
     pub fault_corrupt_egress: bool,
@@ -114,6 +120,7 @@ struct FileConfig {
     playlist_len: Option<usize>,
     max_segment_size: Option<u64>,
     peer_timeout: Option<u64>,
+    hls_js_url: Option<String>,
 }
 
 fn multiaddrs(list: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
@@ -192,6 +199,10 @@ impl RunArgs {
             ingest_keys: first_nonempty(self.ingest_key, file.ingest_key),
             advertise_ip: self.advertise_ip.or(file.advertise_ip),
             core,
+            hls_js_url: self
+                .hls_js_url
+                .or(file.hls_js_url)
+                .unwrap_or_else(|| crate::http::watch::DEFAULT_HLS_JS_URL.to_string()),
             faults: Faults {
                 corrupt_egress: self.fault_corrupt_egress,
             },

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod ingest;
 pub mod live;
 pub mod range;
+pub mod watch;
 
 use crate::node::Shared;
 use axum::Router;
@@ -20,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -32,6 +33,7 @@ pub fn router(node: Arc<Shared>) -> Router {
             put(ingest::put).post(ingest::put).delete(ingest::delete),
         )
         .route("/live/{stream}/{file}", get(live::get))
+        .route("/watch/{stream}", get(watch::page))
         .route("/api/status", get(admin::status))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -55,7 +57,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let app = router(node);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
