@@ -94,6 +94,10 @@ pub struct RunArgs {
     /// Seconds without a status before a peer counts as gone [default: 5].
     #[arg(long, env = "SHOAL_PEER_TIMEOUT")]
     pub peer_timeout: Option<u64>,
+    /// Peers this node sends each segment to directly; others are pointed at those it fed
+    /// [default: 4].
+    #[arg(long, env = "SHOAL_FANOUT")]
+    pub fanout: Option<usize>,
     /// URL the /watch player page loads hls.js from [default: jsdelivr CDN].
     #[arg(long, env = "SHOAL_HLS_JS_URL")]
     pub hls_js_url: Option<String>,
@@ -120,6 +124,7 @@ struct FileConfig {
     playlist_len: Option<usize>,
     max_segment_size: Option<u64>,
     peer_timeout: Option<u64>,
+    fanout: Option<usize>,
     hls_js_url: Option<String>,
 }
 
@@ -169,6 +174,11 @@ impl RunArgs {
                 .or(file.peer_timeout)
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.peer_timeout),
+            fanout: self
+                .fanout
+                .or(file.fanout)
+                .unwrap_or(defaults.fanout)
+                .max(1),
             ..defaults
         };
         anyhow::ensure!(

@@ -33,7 +33,11 @@ const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
 /// Ping often enough that RTTs are fresh and a dead connection shows within seconds.
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 /// Least time between two dials of the same peer.
-const REDIAL_INTERVAL: Duration = Duration::from_secs(5);
+const REDIAL_INTERVAL: Duration = Duration::from_secs(2);
+/// How often wanted peers that are not connected are dialed again.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// Most peers kept on the redial list.
+const MAX_WANTED: usize = 512;
 /// Commands queued to the swarm task before senders wait.
 const COMMAND_QUEUE: usize = 1024;
 /// Events queued to the node before the swarm task waits.
@@ -68,8 +72,13 @@ pub enum Event {
 pub enum Command {
     /// Publish a gossip message.
     Publish(Gossip),
-    /// Connect to a peer at these addresses, unless already connected.
+    /// Connect to a peer at these addresses, unless already connected, and keep
+    /// reconnecting while it is wanted.
     Dial(PeerId, Vec<Multiaddr>),
+    /// The peer is gone: close every connection to it (stale ones included) and stop
+    /// redialing it unless it is a bootstrap peer. A node that restarted then gets a
+    /// fresh first connection, on which gossipsub exchanges subscriptions.
+    Forget(PeerId),
 }
 
 /// Why the control plane could not start.
@@ -127,6 +136,8 @@ pub struct Driver {
     status_topic: IdentTopic,
     media_topic: IdentTopic,
     dialed: HashMap<PeerId, Instant>,
+    wanted: HashMap<PeerId, Vec<Multiaddr>>,
+    bootstrap: HashMap<PeerId, Vec<Multiaddr>>,
     bootstrapped: bool,
 }
 
@@ -146,15 +157,21 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         .map_err(|e| setup(&e))?
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
+            // Every payload is a signed envelope checked in `verify`, so gossipsub's own
+            // per-message signature would only double the ed25519 work: messages travel
+            // anonymously and are identified by their content hash.
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(500))
-                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validation_mode(gossipsub::ValidationMode::Anonymous)
+                .message_id_fn(|m| {
+                    gossipsub::MessageId::from(&blake3::hash(&m.data).as_bytes()[..20])
+                })
                 .validate_messages()
                 .max_transmit_size(gossip::MAX_GOSSIP)
                 .build()
                 .map_err(|e| e.to_string())?;
             let gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub::MessageAuthenticity::Anonymous,
                 gossip_config,
             )?;
             let mut kad = kad::Behaviour::with_config(
@@ -193,14 +210,13 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
             .listen_on(addr.clone())
             .map_err(|e| StartError::Listen(addr.clone(), e.to_string()))?;
     }
+    let mut bootstrap: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
     for addr in &config.bootstrap {
         let Some(Protocol::P2p(peer)) = addr.iter().last() else {
             return Err(StartError::Bootstrap(addr.clone()));
         };
         swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-        if let Err(e) = swarm.dial(addr.clone()) {
-            warn!(%addr, error = %e, "bootstrap dial failed");
-        }
+        bootstrap.entry(peer).or_default().push(addr.clone());
     }
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
@@ -217,6 +233,8 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         status_topic,
         media_topic,
         dialed: HashMap::new(),
+        wanted: bootstrap.clone(),
+        bootstrap,
         bootstrapped: false,
     };
     Ok((handle, event_rx, driver))
@@ -227,6 +245,8 @@ impl Driver {
     pub async fn run(mut self) {
         let mut walk = tokio::time::interval(BOOTSTRAP_INTERVAL);
         walk.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut maintain = tokio::time::interval(MAINTENANCE_INTERVAL);
+        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
@@ -235,7 +255,21 @@ impl Driver {
                     None => return,
                 },
                 _ = walk.tick() => self.walk(),
+                _ = maintain.tick() => self.redial(),
             }
+        }
+    }
+
+    /// Dials wanted peers (bootstrap peers, peers seen in statuses) that are not connected.
+    fn redial(&mut self) {
+        let missing: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .wanted
+            .iter()
+            .filter(|(peer, _)| !self.swarm.is_connected(peer))
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for (peer, addrs) in missing {
+            self.dial(peer, addrs);
         }
     }
 
@@ -261,7 +295,20 @@ impl Driver {
                     Err(e) => debug!(error = %e, "gossip publish failed"),
                 }
             }
-            Command::Dial(peer, addrs) => self.dial(peer, addrs),
+            Command::Dial(peer, addrs) => {
+                if self.wanted.len() < MAX_WANTED || self.wanted.contains_key(&peer) {
+                    self.wanted.insert(peer, addrs.clone());
+                }
+                self.dial(peer, addrs);
+            }
+            Command::Forget(peer) => {
+                if !self.bootstrap.contains_key(&peer) {
+                    self.wanted.remove(&peer);
+                }
+                if self.swarm.disconnect_peer_id(peer).is_ok() {
+                    info!(%peer, "disconnected a peer declared gone");
+                }
+            }
         }
     }
 
@@ -380,6 +427,9 @@ impl Driver {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
                 if let Ok(event) = verdict {
+                    if let Event::Status(s) = &event {
+                        tracing::trace!(me = %self.swarm.local_peer_id(), from = %propagation_source, signer = %s.signer, "status received");
+                    }
                     self.emit(event).await;
                 }
             }

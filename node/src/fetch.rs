@@ -16,13 +16,19 @@ use shoal_protocol::segment::{self, Announcement};
 use shoal_protocol::stream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-/// Holders tried for one pull before giving up: enough to route around a bad or dead
-/// peer or two, few enough that a viewer's request fails fast.
+/// Holders tried per round of a pull: enough to route around a bad or dead peer or two,
+/// few enough that a round stays short.
 const MAX_ATTEMPTS: usize = 4;
+/// A pull whose holders are all at their fan-out limit waits this long and asks again:
+/// by then the peers they fed hold the segment (and say so in their status).
+const BUSY_PAUSE: Duration = Duration::from_millis(150);
+/// How long a pull keeps going round busy holders before giving up: several segment
+/// transfers deep into the fan-out tree, well under a player's patience.
+const BUSY_DEADLINE: Duration = Duration::from_secs(8);
 
 /// Why a pull failed.
 #[derive(Debug, Error, Clone)]
@@ -36,6 +42,9 @@ pub enum FetchError {
     /// Every holder tried failed; the last error.
     #[error("all holders failed, last: {0}")]
     AllFailed(DataError),
+    /// Every holder tried is at its fan-out limit (and stayed so until the deadline).
+    #[error("all holders busy")]
+    AllBusy,
     /// The pull task died.
     #[error("internal: {0}")]
     Internal(String),
@@ -180,21 +189,31 @@ impl Shared {
     }
 
     async fn pull_segment(self: Arc<Self>, a: Announcement) -> Result<Bytes, FetchError> {
-        let holders = self
-            .core
-            .lock()
-            .expect("poisoned")
-            .holders(&a.id, Instant::now());
-        if holders.is_empty() {
-            return Err(FetchError::NoHolder);
-        }
         let request = Request::Segment {
             stream: a.id.stream.clone(),
             seq: a.id.seq,
         };
-        let (bytes, from) = self
-            .pull_verified(&holders, &request, a.size, a.hash, &a.id.to_string())
-            .await?;
+        let deadline = Instant::now() + BUSY_DEADLINE;
+        let (bytes, from) = loop {
+            let holders = self
+                .core
+                .lock()
+                .expect("poisoned")
+                .holders(&a.id, Instant::now());
+            if holders.is_empty() {
+                return Err(FetchError::NoHolder);
+            }
+            match self
+                .pull_verified(&holders, &request, a.size, a.hash, &a.id.to_string())
+                .await
+            {
+                Ok(found) => break found,
+                Err(FetchError::AllBusy) if Instant::now() < deadline => {
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         self.store
             .lock()
             .expect("poisoned")
@@ -255,6 +274,7 @@ impl Shared {
         what: &str,
     ) -> Result<(Bytes, PeerId), FetchError> {
         let mut last = FetchError::NoHolder;
+        let mut busy = false;
         for peer in holders.iter().take(MAX_ATTEMPTS) {
             let Some(target) = self.target(peer) else {
                 continue;
@@ -280,6 +300,14 @@ impl Shared {
                         .handle_bad_bytes(*peer, Instant::now());
                     last = FetchError::AllFailed(DataError::Protocol("bad bytes".into()));
                 }
+                Err(DataError::Busy) => {
+                    add(&self.metrics.fetch_busy, 1);
+                    busy = true;
+                    self.core
+                        .lock()
+                        .expect("poisoned")
+                        .handle_busy(*peer, Instant::now());
+                }
                 Err(e) => {
                     add(&self.metrics.fetch_failed, 1);
                     debug!(%what, %peer, error = %e, "pull failed, trying next holder");
@@ -287,7 +315,7 @@ impl Shared {
                 }
             }
         }
-        Err(last)
+        Err(if busy { FetchError::AllBusy } else { last })
     }
 
     async fn pull_manifest(

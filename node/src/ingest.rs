@@ -55,7 +55,6 @@ pub struct Assembler {
     order: VecDeque<String>,
     inits: HashMap<String, (InitRef, Bytes)>,
     announced: VecDeque<String>,
-    next_seq: Option<Seq>,
     restarted: bool,
 }
 
@@ -97,12 +96,14 @@ impl Assembler {
     }
 
     /// Resolves a playlist. `mesh_next` is the next sequence number the mesh expects for
-    /// this stream (newest known + 1), so a stream moved to this node keeps counting.
+    /// this stream (newest known + 1): numbering always continues the mesh's, so a stream
+    /// moved or failed over to this node keeps counting.
     pub fn on_playlist(&mut self, playlist: &EncoderPlaylist, mesh_next: Seq) -> Assembled {
         let mut out = Assembled {
             ended: playlist.ended,
             ..Assembled::default()
         };
+        let mut next = mesh_next;
         for entry in &playlist.entries {
             if !self.pending.contains_key(&entry.file) {
                 continue; // announced already, or never received
@@ -120,8 +121,8 @@ impl Assembler {
             };
             let bytes = self.pending.remove(&entry.file).expect("checked");
             self.order.retain(|f| f != &entry.file);
-            let seq = self.next_seq.unwrap_or(0).max(mesh_next);
-            self.next_seq = Some(seq + 1);
+            let seq = next;
+            next += 1;
             self.announced.push_back(entry.file.clone());
             if self.announced.len() > REMEMBERED {
                 self.announced.pop_front();
@@ -178,9 +179,10 @@ mod tests {
         assert_eq!(out.ready[0].seq, 0);
         assert_eq!(out.ready[0].container, Container::Ts);
         a.put("index1.ts".into(), Bytes::from_static(b"one"));
+        // The node passes the mesh's newest + 1.
         let out = a.on_playlist(
             &playlist("#EXTM3U\n#EXTINF:2.0,\nindex0.ts\n#EXTINF:2.0,\nindex1.ts\n"),
-            0,
+            1,
         );
         assert_eq!(out.ready.len(), 1);
         assert_eq!(out.ready[0].seq, 1);

@@ -16,8 +16,13 @@ pub struct Metrics {
     pub fetch_ok: AtomicU64,
     /// Pulls whose bytes did not match the signed announcement.
     pub fetch_bad_bytes: AtomicU64,
-    /// Pulls that failed otherwise (not found, busy, transport).
+    /// Pulls that failed otherwise (not found, transport).
     pub fetch_failed: AtomicU64,
+    /// Pulls refused by a holder at its fan-out limit (then retried elsewhere).
+    pub fetch_busy: AtomicU64,
+    /// Segments from an encoder not announced because another node is the stream's
+    /// active source (redundant ingest, standby).
+    pub ingest_standby: AtomicU64,
     /// Media bytes received from peers.
     pub data_bytes_in: AtomicU64,
     /// Media bytes sent to peers.
@@ -76,6 +81,16 @@ impl Metrics {
                 "shoal_fetch_failed_total",
                 "Pulls that failed for other reasons",
                 l(&self.fetch_failed),
+            ),
+            (
+                "shoal_fetch_busy_total",
+                "Pulls refused by a holder at its fan-out limit",
+                l(&self.fetch_busy),
+            ),
+            (
+                "shoal_ingest_standby_total",
+                "Ingested segments held back: another node is the active source",
+                l(&self.ingest_standby),
             ),
             (
                 "shoal_data_bytes_in_total",

@@ -7,8 +7,8 @@
 
 use crate::config::NodeConfig;
 use crate::control::{self, Command, Event};
-use crate::core::{Action, Core};
-use crate::data::{self, Provider};
+use crate::core::{Action, Core, Upload};
+use crate::data::{self, Provider, Supply};
 use crate::fetch::Inflight;
 use crate::identity::{self, IdentityError};
 use crate::ingest::Assembler;
@@ -348,6 +348,7 @@ impl Shared {
                 Action::PeerGone(peer) => {
                     info!(%peer, "peer gone");
                     self.client.forget(&peer);
+                    self.control.send(Command::Forget(peer));
                 }
             }
         }
@@ -369,9 +370,13 @@ impl Shared {
     }
 
     fn publish_status(&self) {
-        let (streams, viewers) = {
+        let (streams, ingesting, viewers) = {
             let core = self.core.lock().expect("poisoned");
-            (core.held_streams(), core.total_viewers())
+            (
+                core.held_streams(),
+                core.ingest_claims(),
+                core.total_viewers(),
+            )
         };
         let status = Status {
             version: self.status_version.fetch_add(1, Ordering::Relaxed),
@@ -387,6 +392,7 @@ impl Shared {
                 .take(status::MAX_P2P_ADDRS)
                 .collect(),
             streams,
+            ingesting,
             load: Load {
                 capacity_bps: 0,
                 egress_bps: self.egress_bps(),
@@ -427,12 +433,24 @@ impl Shared {
 struct DataProvider(Arc<Shared>);
 
 impl Provider for DataProvider {
-    fn segment(&self, stream: &stream::Name, seq: Seq) -> Option<Bytes> {
+    fn segment(&self, stream: &stream::Name, seq: Seq, requester: SocketAddr) -> Supply {
         let id = shoal_protocol::segment::Id {
             stream: stream.clone(),
             seq,
         };
-        self.0.store.lock().expect("poisoned").segment(&id)
+        let key = match requester.ip() {
+            IpAddr::V4(ip) => ((u32::from(ip) as u128) << 16) | requester.port() as u128,
+            IpAddr::V6(ip) => u128::from(ip) ^ requester.port() as u128,
+        };
+        match self.0.core.lock().expect("poisoned").admit_upload(&id, key) {
+            Upload::Serve => {}
+            Upload::Busy => return Supply::Busy,
+            Upload::NotHeld => return Supply::NotFound,
+        }
+        match self.0.store.lock().expect("poisoned").segment(&id) {
+            Some(bytes) => Supply::Bytes(bytes),
+            None => Supply::NotFound,
+        }
     }
 
     fn init(&self, _stream: &stream::Name, hash: &ContentId) -> Option<Bytes> {

@@ -35,6 +35,8 @@ pub struct Status {
     pub p2p_addrs: Vec<String>,
     /// Streams this node holds segments of.
     pub streams: Vec<StreamHeld>,
+    /// Streams an encoder is pushing into this node right now (active or standby).
+    pub ingesting: Vec<IngestClaim>,
     /// Load figures.
     pub load: Load,
     /// The node is draining: send it no new viewers.
@@ -48,7 +50,7 @@ impl Signable for Status {
 impl Status {
     /// Checks the bounds a well-behaved node respects.
     pub fn check_bounds(&self) -> Result<(), &'static str> {
-        if self.streams.len() > MAX_STREAMS {
+        if self.streams.len() > MAX_STREAMS || self.ingesting.len() > MAX_STREAMS {
             return Err("too many streams");
         }
         if self.p2p_addrs.len() > MAX_P2P_ADDRS
@@ -76,6 +78,17 @@ pub struct StreamHeld {
     pub ingest: bool,
     /// The stream has ended.
     pub ended: bool,
+}
+
+/// A stream being pushed into a node. When several nodes take the same stream (redundant
+/// encoders), the mesh follows the claim with the earliest `since` (then the lowest peer
+/// id); the others stand by and take over when it disappears.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestClaim {
+    /// The stream.
+    pub name: stream::Name,
+    /// When this node's encoder started pushing it.
+    pub since: UnixMillis,
 }
 
 /// Load figures a node reports.

@@ -2,6 +2,7 @@
 //! client, ffmpeg as the encoder, and waiting on observable state with a deadline.
 
 pub mod http;
+pub mod process;
 
 use anyhow::{Context, bail};
 use serde_json::Value;

@@ -20,8 +20,9 @@ use shoal_protocol::PeerId;
 use shoal_protocol::content::ContentId;
 use shoal_protocol::segment::{self, Announcement, StreamEnd};
 use shoal_protocol::signed::Verified;
-use shoal_protocol::status::{self, Status, StreamHeld};
+use shoal_protocol::status::{self, IngestClaim, Status, StreamHeld};
 use shoal_protocol::stream;
+use shoal_protocol::time::UnixMillis;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Least time between two manifest syncs of one stream.
@@ -52,6 +53,14 @@ pub struct Config {
     pub max_segment_size: u64,
     /// Most streams tracked at once.
     pub max_streams: usize,
+    /// Peers a holder sends each segment to directly; further pullers are told "busy"
+    /// and go to the holders it fed. The origin uploads each segment at most this many
+    /// times, whatever the mesh size, and the mesh fills as a tree of this fan-out.
+    pub fanout: usize,
+    /// How long a peer that answered "busy" is ranked last.
+    pub busy_backoff: Duration,
+    /// An ingest claim lapses when its encoder has sent nothing for this long.
+    pub ingest_idle: Duration,
 }
 
 impl Default for Config {
@@ -59,14 +68,19 @@ impl Default for Config {
         Self {
             window: 32,
             playlist_len: 6,
-            // Five missed 1 s statuses: quick to notice, tolerant of a slow heartbeat.
-            peer_timeout: Duration::from_secs(5),
+            // Three missed 1 s statuses: a dead node is noticed in 3-4 s; a live one that
+            // is falsely expired comes back with its next status.
+            peer_timeout: Duration::from_secs(3),
             status_interval: Duration::from_secs(1),
             status_min_interval: Duration::from_millis(200),
             viewer_idle: Duration::from_secs(20),
             bad_bytes_penalty: Duration::from_secs(30),
             max_segment_size: 64 * 1024 * 1024,
             max_streams: status::MAX_STREAMS,
+            fanout: 4,
+            // About one segment transfer on a LAN: by then the peers it fed hold it.
+            busy_backoff: Duration::from_millis(300),
+            ingest_idle: Duration::from_secs(10),
         }
     }
 }
@@ -91,6 +105,17 @@ pub enum Action {
     EvictInit(ContentId),
     /// The peer is gone: close connections to it.
     PeerGone(PeerId),
+}
+
+/// Whether to send a segment to a requesting peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// Send it.
+    Serve,
+    /// Already sent to `fanout` other peers: point the requester elsewhere.
+    Busy,
+    /// Not held here.
+    NotHeld,
 }
 
 /// Why an announcement was not taken.
@@ -125,6 +150,14 @@ pub struct Core {
     last_status: Option<Instant>,
     status_dirty: bool,
     last_sync: HashMap<stream::Name, Instant>,
+    claims: HashMap<stream::Name, Claim>,
+}
+
+/// This node's own ingest claim on a stream.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    since: UnixMillis,
+    last_activity: Instant,
 }
 
 impl Core {
@@ -140,6 +173,7 @@ impl Core {
             last_status: None,
             status_dirty: true,
             last_sync: HashMap::new(),
+            claims: HashMap::new(),
         }
     }
 
@@ -295,6 +329,13 @@ impl Core {
         for peer in self.peers.expire(self.config.peer_timeout, now) {
             self.actions.push_back(Action::PeerGone(peer));
         }
+        let ingest_idle = self.config.ingest_idle;
+        let before = self.claims.len();
+        self.claims
+            .retain(|_, c| now.saturating_duration_since(c.last_activity) <= ingest_idle);
+        if self.claims.len() != before {
+            self.status_dirty = true;
+        }
         let idle = self.config.viewer_idle;
         self.viewers.retain(|_, v| {
             v.expire(idle, now);
@@ -311,6 +352,54 @@ impl Core {
             self.status_dirty = false;
             self.actions.push_back(Action::PublishStatus);
         }
+    }
+
+    /// An encoder sent something for `stream` to this node. `unix_now` is the wall clock,
+    /// used only to order competing claims across nodes.
+    pub fn handle_ingest_activity(
+        &mut self,
+        stream: &stream::Name,
+        unix_now: UnixMillis,
+        now: Instant,
+    ) {
+        if let Some(claim) = self.claims.get_mut(stream) {
+            claim.last_activity = now;
+        } else if self.claims.len() < self.config.max_streams {
+            let claim = Claim {
+                since: unix_now,
+                last_activity: now,
+            };
+            self.claims.insert(stream.clone(), claim);
+            self.status_dirty = true;
+        }
+    }
+
+    /// A peer asks for a segment; `requester` identifies it (e.g. its address). Each held
+    /// segment is sent to at most `fanout` distinct peers; a peer that was served before
+    /// is served again (a retry).
+    pub fn admit_upload(&mut self, id: &segment::Id, requester: u128) -> Upload {
+        let fanout = self.config.fanout;
+        let Some(entry) = self
+            .streams
+            .get_mut(&id.stream)
+            .and_then(|s| s.entries.get_mut(&id.seq))
+            .filter(|e| e.held.is_some())
+        else {
+            return Upload::NotHeld;
+        };
+        if entry.uploads.contains(&requester) {
+            return Upload::Serve;
+        }
+        if entry.uploads.len() >= fanout {
+            return Upload::Busy;
+        }
+        entry.uploads.push(requester);
+        Upload::Serve
+    }
+
+    /// `peer` refused a pull because it is at its fan-out limit.
+    pub fn handle_busy(&mut self, peer: PeerId, now: Instant) {
+        self.peers.on_busy(peer, self.config.busy_backoff, now);
     }
 
     fn add_announcement(&mut self, announcement: Verified<Announcement>) -> Result<bool, Rejected> {
@@ -369,14 +458,14 @@ impl Core {
     }
 
     fn rank(&self, now: Instant, pred: impl Fn(&PeerId, &peers::Peer) -> bool) -> Vec<PeerId> {
-        let mut found: Vec<(Duration, PeerId)> = self
+        let mut found: Vec<(bool, Duration, PeerId)> = self
             .peers
             .known()
             .filter(|(id, p)| !p.is_penalised(now) && pred(id, p))
-            .map(|(id, p)| (p.rank_rtt(), *id))
+            .map(|(id, p)| (p.is_busy(now), p.rank_rtt(), *id))
             .collect();
         found.sort();
-        found.into_iter().map(|(_, id)| id).collect()
+        found.into_iter().map(|(_, _, id)| id).collect()
     }
 
     /// The announcement of a segment in the window.
@@ -437,6 +526,48 @@ impl Core {
             })
             .take(status::MAX_STREAMS)
             .collect()
+    }
+
+    /// This node's ingest claims, for its status.
+    pub fn ingest_claims(&self) -> Vec<IngestClaim> {
+        self.claims
+            .iter()
+            .map(|(name, c)| IngestClaim {
+                name: name.clone(),
+                since: c.since,
+            })
+            .take(status::MAX_STREAMS)
+            .collect()
+    }
+
+    /// The ingest node the mesh follows for `stream`: among this node (if an encoder
+    /// pushes here) and live peers claiming it, the earliest claim, then the lowest id.
+    /// Every node computes the same answer from the same statuses.
+    pub fn active_source(&self, stream: &stream::Name) -> Option<PeerId> {
+        let mine = self.claims.get(stream).map(|c| (c.since, self.me));
+        let theirs = self.peers.known().filter_map(|(id, p)| {
+            let s = p.status.as_ref()?;
+            let claim = s.ingesting.iter().find(|c| &c.name == stream)?;
+            Some((claim.since, *id))
+        });
+        mine.into_iter().chain(theirs).min().map(|(_, id)| id)
+    }
+
+    /// The node that signed the newest segment of `stream`.
+    pub fn last_signer(&self, stream: &stream::Name) -> Option<PeerId> {
+        let s = self.streams.get(stream)?;
+        s.entries
+            .values()
+            .next_back()
+            .map(|e| e.announcement.signer)
+    }
+
+    /// How many peers this node has sent a segment to.
+    pub fn uploads(&self, id: &segment::Id) -> usize {
+        self.streams
+            .get(&id.stream)
+            .and_then(|s| s.entries.get(&id.seq))
+            .map_or(0, |e| e.uploads.len())
     }
 
     /// Total viewers across streams.

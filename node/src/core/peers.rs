@@ -26,6 +26,8 @@ pub struct Peer {
     pub bad_bytes: u32,
     /// A control-plane connection to it is open.
     pub connected: bool,
+    /// It answered "busy" (fan-out limit reached): rank it last until then.
+    pub busy_until: Option<Instant>,
 }
 
 impl Peer {
@@ -37,6 +39,7 @@ impl Peer {
             penalised_until: None,
             bad_bytes: 0,
             connected: false,
+            busy_until: None,
         }
     }
 
@@ -62,6 +65,11 @@ impl Peer {
     /// Whether it is being avoided at `now`.
     pub fn is_penalised(&self, now: Instant) -> bool {
         self.penalised_until.is_some_and(|t| now < t)
+    }
+
+    /// Whether it recently said it is at its fan-out limit.
+    pub fn is_busy(&self, now: Instant) -> bool {
+        self.busy_until.is_some_and(|t| now < t)
     }
 
     /// RTT used for ranking.
@@ -123,6 +131,13 @@ impl PeerTable {
         entry.bad_bytes += 1;
         let factor = 1u32 << (entry.bad_bytes - 1).min(4);
         entry.penalised_until = Some(now + base * factor);
+    }
+
+    /// Records that `peer` refused a pull because it serves enough peers already.
+    pub fn on_busy(&mut self, peer: PeerId, backoff: Duration, now: Instant) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.busy_until = Some(now + backoff);
+        }
     }
 
     /// Removes peers with no status for `timeout` (and not connected) and returns them.

@@ -34,6 +34,8 @@ pub struct Entry {
     pub announcement: Verified<Announcement>,
     /// Set once the bytes are in this node's store.
     pub held: Option<Held>,
+    /// Peers (by opaque requester key) this node has sent the segment to.
+    pub uploads: Vec<u128>,
 }
 
 /// The outcome of adding an announcement.
@@ -112,6 +114,7 @@ impl StreamState {
             Entry {
                 announcement,
                 held: None,
+                uploads: Vec::new(),
             },
         );
         let evicted = self.trim(window);

@@ -38,6 +38,7 @@ pub fn status_holding(version: u64, stream: &str, first: u64, last: u64) -> Stat
             ingest: false,
             ended: false,
         }],
+        ingesting: vec![],
         load: Load::default(),
         draining: false,
     }

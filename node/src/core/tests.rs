@@ -2,6 +2,7 @@
 
 use super::testing::*;
 use super::*;
+use shoal_protocol::status::IngestClaim;
 
 fn name(s: &str) -> stream::Name {
     stream::Name::new(s).unwrap()
@@ -181,4 +182,83 @@ fn oversized_and_conflicting_announcements_are_rejected() {
     let mut other = announcement_by(2, "s", 0, None);
     other.value.hash = ContentId::of(b"x");
     assert_eq!(core.handle_announcement(other, t0), Err(Rejected::Conflict));
+}
+
+#[test]
+fn each_segment_is_uploaded_to_at_most_fanout_peers() {
+    let t0 = Instant::now();
+    let config = Config {
+        fanout: 2,
+        ..Config::default()
+    };
+    let mut core = Core::new(peer(0), config);
+    assert_eq!(core.admit_upload(&id("s", 0), 1), Upload::NotHeld);
+    core.handle_ingested(announcement_by(0, "s", 0, None), t0)
+        .unwrap();
+    assert_eq!(core.admit_upload(&id("s", 0), 1), Upload::Serve);
+    assert_eq!(core.admit_upload(&id("s", 0), 2), Upload::Serve);
+    assert_eq!(core.admit_upload(&id("s", 0), 3), Upload::Busy);
+    // A retry by a peer already served is served again.
+    assert_eq!(core.admit_upload(&id("s", 0), 1), Upload::Serve);
+    assert_eq!(core.uploads(&id("s", 0)), 2);
+    // The count is per segment.
+    core.handle_ingested(announcement_by(0, "s", 1, None), t0)
+        .unwrap();
+    assert_eq!(core.admit_upload(&id("s", 1), 3), Upload::Serve);
+}
+
+#[test]
+fn busy_holders_are_ranked_last_for_a_while() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_status(peer(1), status_holding(1, "s", 0, 9), t0);
+    core.handle_status(peer(2), status_holding(1, "s", 0, 9), t0);
+    core.handle_rtt(peer(1), Duration::from_millis(1), t0);
+    core.handle_rtt(peer(2), Duration::from_millis(20), t0);
+    core.handle_announcement(announcement_by(1, "s", 3, None), t0)
+        .unwrap();
+    assert_eq!(core.holders(&id("s", 3), t0), vec![peer(1), peer(2)]);
+    core.handle_busy(peer(1), t0);
+    assert_eq!(core.holders(&id("s", 3), t0), vec![peer(2), peer(1)]);
+    let later = t0 + core.config().busy_backoff;
+    assert_eq!(core.holders(&id("s", 3), later), vec![peer(1), peer(2)]);
+}
+
+#[test]
+fn the_earliest_live_ingest_claim_is_followed_and_the_standby_takes_over() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    let s = name("s");
+    assert_eq!(core.active_source(&s), None);
+    // This node's encoder started at 2000 ms; peer 1's at 1000 ms.
+    core.handle_ingest_activity(&s, 2000, t0);
+    assert_eq!(core.active_source(&s), Some(peer(0)));
+    let mut st = status_holding(1, "other", 0, 0);
+    st.ingesting = vec![IngestClaim {
+        name: s.clone(),
+        since: 1000,
+    }];
+    core.handle_status(peer(1), st, t0);
+    assert_eq!(core.active_source(&s), Some(peer(1)));
+    assert_eq!(core.ingest_claims().len(), 1);
+    // Peer 1 goes silent: after the peer timeout this node is the source.
+    core.handle_ingest_activity(&s, 9999, t0 + Duration::from_secs(4));
+    core.handle_tick(t0 + Duration::from_secs(4));
+    assert_eq!(core.active_source(&s), Some(peer(0)));
+    // This node's own claim lapses when its encoder stops.
+    core.handle_tick(t0 + Duration::from_secs(30));
+    assert_eq!(core.active_source(&s), None);
+    assert!(core.ingest_claims().is_empty());
+}
+
+#[test]
+fn last_signer_tells_a_source_switch() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_announcement(announcement_by(1, "s", 0, None), t0)
+        .unwrap();
+    assert_eq!(core.last_signer(&name("s")), Some(peer(1)));
+    core.handle_ingested(announcement_by(0, "s", 1, None), t0)
+        .unwrap();
+    assert_eq!(core.last_signer(&name("s")), Some(peer(0)));
 }

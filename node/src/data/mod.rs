@@ -13,13 +13,25 @@ use bytes::Bytes;
 use shoal_protocol::content::ContentId;
 use shoal_protocol::segment::Seq;
 use shoal_protocol::stream;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+/// The answer to a request for bytes.
+#[derive(Debug, Clone)]
+pub enum Supply {
+    /// Here they are.
+    Bytes(Bytes),
+    /// Held, but already sent to enough peers: ask one of them.
+    Busy,
+    /// Not held.
+    NotFound,
+}
 
 /// What the data-plane server serves from. The node implements it over its store and
 /// core; tests can implement it over anything.
 pub trait Provider: Send + Sync + 'static {
-    /// A held segment's bytes.
-    fn segment(&self, stream: &stream::Name, seq: Seq) -> Option<Bytes>;
+    /// A held segment's bytes for the peer at `requester`, subject to the fan-out limit.
+    fn segment(&self, stream: &stream::Name, seq: Seq, requester: SocketAddr) -> Supply;
     /// A held init segment's bytes.
     fn init(&self, stream: &stream::Name, hash: &ContentId) -> Option<Bytes>;
     /// The announcements held for a stream (oldest first) and its end, if any.

@@ -1,9 +1,10 @@
 //! The data-plane server: answers segment, init and manifest requests.
 
-use super::Provider;
+use super::{Provider, Supply};
 use bytes::Bytes;
 use shoal_protocol::codec;
 use shoal_protocol::data::{self, Request, Response};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tracing::{debug, warn};
 
@@ -35,7 +36,7 @@ async fn serve_connection(conn: quinn::Connection, provider: Arc<dyn Provider>, 
             Ok((send, recv)) => {
                 let provider = provider.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_stream(send, recv, &*provider, faults).await {
+                    if let Err(e) = serve_stream(send, recv, remote, &*provider, faults).await {
                         debug!(%remote, error = %e, "data-plane request failed");
                     }
                 });
@@ -51,6 +52,7 @@ async fn serve_connection(conn: quinn::Connection, provider: Arc<dyn Provider>, 
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    remote: SocketAddr,
     provider: &dyn Provider,
     faults: Faults,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -64,7 +66,11 @@ async fn serve_stream(
         }
     };
     let (response, body) = match request {
-        Request::Segment { stream, seq } => bytes_response(provider.segment(&stream, seq)),
+        Request::Segment { stream, seq } => match provider.segment(&stream, seq, remote) {
+            Supply::Bytes(b) => bytes_response(Some(b)),
+            Supply::Busy => (Response::Busy, None),
+            Supply::NotFound => (Response::NotFound, None),
+        },
         Request::Init { stream, hash } => bytes_response(provider.init(&stream, &hash)),
         Request::Manifest { stream } => match provider.manifest(&stream) {
             Some((mut announcements, end)) => {

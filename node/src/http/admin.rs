@@ -63,6 +63,7 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
                         "hash": a.hash.to_hex(),
                         "origin": e.announcement.signer.to_string(),
                         "held": e.held.is_some(),
+                        "uploads": e.uploads.len(),
                         "source": source,
                         "via": via,
                     })
@@ -78,6 +79,7 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
                 "held_first_seq": held.map(|h| h.0),
                 "held_last_seq": held.map(|h| h.1),
                 "viewers": core.viewer_count(&s.name),
+                "source": core.active_source(&s.name).map(|p| p.to_string()),
                 "segments": segments,
             })
         })
@@ -98,6 +100,11 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
             "p2p": node.p2p_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         },
         "cert_fingerprint": node.fingerprint.to_hex(),
+        "ingesting": core.ingest_claims().iter().map(|c| json!({
+            "name": c.name.as_str(),
+            "since": c.since,
+            "active": core.active_source(&c.name) == Some(node.peer_id),
+        })).collect::<Vec<_>>(),
         "peers": peers,
         "streams": streams,
         "store": { "segments": store.segment_count(), "bytes": store.bytes() },

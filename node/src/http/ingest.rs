@@ -110,6 +110,11 @@ async fn put_inner(
     }
     let bytes = read_body(body, limit, UPLOAD_TIMEOUT).await?;
     let mut ingest = node.ingest.lock().expect("poisoned");
+    node.core.lock().expect("poisoned").handle_ingest_activity(
+        &name,
+        unix_millis(),
+        Instant::now(),
+    );
     if !ingest.contains_key(&name) && ingest.len() >= MAX_INGEST_STREAMS {
         return Err(HttpError::Unavailable(
             "too many ingest streams on this node",
@@ -126,8 +131,27 @@ async fn put_inner(
     let playlist = parse_encoder_playlist(&bytes)
         .map_err(|e| HttpError::BadRequest(format!("playlist: {e}")))?;
     let assembled = assembler.on_playlist(&playlist, node.next_seq(&name));
+    let (source, last_signer) = {
+        let core = node.core.lock().expect("poisoned");
+        (core.active_source(&name), core.last_signer(&name))
+    };
+    if source != Some(node.peer_id) {
+        // Another node took this stream first (a redundant encoder): stand by, and take
+        // over when its claim disappears from the mesh.
+        if !assembled.ready.is_empty() {
+            add(&node.metrics.ingest_standby, assembled.ready.len() as u64);
+            debug!(stream = %name, following = ?source, "standby ingest: segments held back");
+        }
+        return Ok(StatusCode::CREATED);
+    }
+    // Segments from a new source (moved or failed-over ingest) follow a discontinuity.
+    let mut switched = last_signer.is_some_and(|s| s != node.peer_id);
+    if switched {
+        info!(stream = %name, previous = ?last_signer, "this node is now the stream's source");
+    }
     let last = assembled.ready.last().map(|r| r.seq);
-    for ready in assembled.ready {
+    for mut ready in assembled.ready {
+        ready.discontinuity |= std::mem::take(&mut switched);
         announce(node, &name, ready)?;
     }
     if assembled.ended {
