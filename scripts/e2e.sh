@@ -3,7 +3,8 @@
 # address, a live ffmpeg stream pushed into node A, and node C's stream checked with
 # ffprobe, decoded for 20 s by ffmpeg, and played by hls.js in headless Chromium through
 # C's /watch page; then C's status must show the segments came from peers over the data
-# plane. Done for MPEG-TS and for fMP4/CMAF.
+# plane. Done for MPEG-TS and for fMP4/CMAF, then for `shoal-sim demo`'s built-in
+# looping stream.
 #
 # Needs: ffmpeg, chromium, python3, curl, and hls.js in scripts/player/node_modules
 # (`npm ci --prefix scripts/player`). SHOAL_BIN overrides the binary (default: a debug
@@ -39,9 +40,10 @@ done
 HLS_DIR=$ROOT/scripts/player/node_modules/hls.js/dist
 [ -f "$HLS_DIR/hls.min.js" ] || fail "hls.js missing: run npm ci --prefix scripts/player"
 if [ -z "${SHOAL_BIN:-}" ]; then
-  cargo build -q -p shoal-node
+  cargo build -q -p shoal-node -p shoal-sim
   SHOAL_BIN=$ROOT/target/debug/shoal
 fi
+SIM_BIN=${SIM_BIN:-$(dirname "$SHOAL_BIN")/shoal-sim}
 
 COLLECTOR=$((BASE_PORT + 90))
 REPORTS=$WORK/reports.jsonl
@@ -83,6 +85,51 @@ c_knows_both() { [ "$(curl -fsS "http://$C/api/status" | json "len(d['peers'])")
 wait_until 30 "node C to know both peers" c_knows_both
 log "mesh formed: C knows A and B"
 
+# play_and_read NAME PLAYLIST_URL WATCH_URL READ_SECONDS PLAY_SECONDS
+# ffmpeg decodes READ_SECONDS of the live playlist (no error lines allowed) while headless
+# Chromium plays the /watch page until currentTime >= PLAY_SECONDS with frames decoded and
+# no fatal hls.js error. Sets READ and PLAYED to the figures.
+play_and_read() {
+  local name=$1 url=$2 watch=$3 read_s=$4 play_s=$5
+  log "[$name] ffmpeg decoding ${read_s} s of $url; hls.js in Chromium playing $watch"
+  timeout $((read_s + 40)) ffmpeg -nostdin -hide_banner -loglevel error -i "$url" -t "$read_s" -c copy -f null - \
+    -progress "$WORK/progress-$name.txt" >"$WORK/reader-$name.log" 2>&1 &
+  local reader=$!
+  PIDS+=($reader)
+  local profile
+  profile=$(mktemp -d -p "$WORK" chromium.XXXX)
+  timeout $((play_s + 35)) chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --autoplay-policy=no-user-gesture-required --user-data-dir="$profile" \
+    "$watch?report=http://127.0.0.1:$COLLECTOR/report/$name" \
+    >"$WORK/chromium-$name.log" 2>&1 &
+  local browser=$!
+  PIDS+=($browser)
+  local reader_status=0
+  wait "$reader" || reader_status=$?
+  [ $reader_status -eq 0 ] || fail "[$name] ffmpeg reader exited with $reader_status: $(tail -3 "$WORK/reader-$name.log")"
+  if [ -s "$WORK/reader-$name.log" ]; then
+    fail "[$name] ffmpeg reader printed errors: $(head -5 "$WORK/reader-$name.log")"
+  fi
+  local read_us
+  read_us=$(grep '^out_time_us=' "$WORK/progress-$name.txt" | tail -1 | cut -d= -f2)
+  [ "${read_us:-0}" -ge $(((read_s - 1) * 1000000)) ] || fail "[$name] ffmpeg read only ${read_us:-0} us"
+  local played=""
+  local deadline=$((SECONDS + play_s + 30))
+  while [ $SECONDS -lt $deadline ]; do
+    played=$(grep "\"name\": \"$name\"" "$REPORTS" 2>/dev/null | tail -1 || true)
+    if [ -n "$played" ] && echo "$played" | json "1 if d['currentTime'] >= $play_s + 2 else 0" | grep -q 1; then break; fi
+    sleep 1
+  done
+  kill "$browser" 2>/dev/null || true
+  [ -n "$played" ] || fail "[$name] the player page never reported (see $WORK/chromium-$name.log)"
+  local verdict
+  verdict=$(echo "$played" | json "'ok' if d['currentTime'] >= $play_s and d['decodedFrames'] > 0 and not d['fatal'] else 'bad'")
+  [ "$verdict" = ok ] || fail "[$name] browser playback: $played"
+  READ="ffmpeg read $((read_us / 1000000)) s without errors"
+  PLAYED=$(echo "$played" | json "'browser %s currentTime=%.1f s, frames decoded=%d dropped=%d, %dx%d, fatal=%s' % (d['player'], d['currentTime'], d['decodedFrames'], d['droppedFrames'], d['videoWidth'], d['videoHeight'], d['fatal'])")
+}
+
 check_stream() { # stream packaging-args...
   local stream=$1; shift
   local url="http://$C/live/$stream/index.m3u8"
@@ -103,42 +150,7 @@ check_stream() { # stream packaging-args...
   kinds=$(timeout 30 ffprobe -v error -show_entries stream=codec_type -of csv=p=0 "$url" | grep -v "^$" | sort -u | tr '\n' ' ')
   [ "$kinds" = "audio video " ] || fail "[$stream] ffprobe saw '$kinds', expected audio and video"
 
-  log "[$stream] ffmpeg decoding 20 s from node C, hls.js in Chromium playing node C"
-  timeout 60 ffmpeg -nostdin -hide_banner -loglevel error -i "$url" -t 20 -c copy -f null - \
-    -progress "$WORK/progress-$stream.txt" >"$WORK/reader-$stream.log" 2>&1 &
-  local reader=$!
-  PIDS+=($reader)
-  local profile
-  profile=$(mktemp -d -p "$WORK" chromium.XXXX)
-  timeout 45 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-    --disable-background-networking --disable-component-update --disable-sync \
-    --autoplay-policy=no-user-gesture-required --user-data-dir="$profile" \
-    "http://$C/watch/$stream?report=http://127.0.0.1:$COLLECTOR/report/$stream" \
-    >"$WORK/chromium-$stream.log" 2>&1 &
-  local browser=$!
-  PIDS+=($browser)
-  local reader_status=0
-  wait "$reader" || reader_status=$?
-  [ $reader_status -eq 0 ] || fail "[$stream] ffmpeg reader exited with $reader_status: $(tail -3 "$WORK/reader-$stream.log")"
-  if [ -s "$WORK/reader-$stream.log" ]; then
-    fail "[$stream] ffmpeg reader printed errors: $(head -5 "$WORK/reader-$stream.log")"
-  fi
-  local read_us
-  read_us=$(grep '^out_time_us=' "$WORK/progress-$stream.txt" | tail -1 | cut -d= -f2)
-  [ "${read_us:-0}" -ge 19000000 ] || fail "[$stream] ffmpeg read only ${read_us:-0} us"
-  # Let the browser play for the rest of its time, then read its last report.
-  local played=""
-  local deadline=$((SECONDS + 40))
-  while [ $SECONDS -lt $deadline ]; do
-    played=$(grep "\"name\": \"$stream\"" "$REPORTS" 2>/dev/null | tail -1 || true)
-    if [ -n "$played" ] && echo "$played" | json "1 if d['currentTime'] >= 12 else 0" | grep -q 1; then break; fi
-    sleep 1
-  done
-  kill "$browser" 2>/dev/null || true
-  [ -n "$played" ] || fail "[$stream] the player page never reported (see $WORK/chromium-$stream.log)"
-  local verdict
-  verdict=$(echo "$played" | json "'ok' if d['currentTime'] >= 10 and d['decodedFrames'] > 0 and not d['fatal'] else 'bad'")
-  [ "$verdict" = ok ] || fail "[$stream] browser playback: $played"
+  play_and_read "$stream" "$url" "http://$C/watch/$stream" 20 10
   kill "$encoder" 2>/dev/null || true
 
   local figures
@@ -153,13 +165,30 @@ ok = held and all(x['via'] == 'data-plane' for x in held) and not s['ingest']
 print(('ok' if ok else 'bad') + ' held=%d via=%s from=%s' % (len(held), dict(vias), dict(srcs)))
 ")
   [ "${figures%% *}" = ok ] || fail "[$stream] node C's segments: $figures"
-  log "[$stream] PASS: ffprobe saw audio+video; ffmpeg read $((read_us / 1000000)) s without errors;" \
-    "browser $(echo "$played" | json "'%s currentTime=%.1f s, frames decoded=%d dropped=%d, %dx%d, fatal=%s' % (d['player'], d['currentTime'], d['decodedFrames'], d['droppedFrames'], d['videoWidth'], d['videoHeight'], d['fatal'])");" \
+  log "[$stream] PASS: ffprobe saw audio+video; $READ;" \
+    "$PLAYED;" \
     "node C segments: ${figures#ok }"
 }
 
 check_stream e2e-ts
 check_stream e2e-cmaf -hls_segment_type fmp4
 log "node C is ${C_ID}; A is ${A_ID}"
+
+# shoal-sim demo: the built-in 12 s clip, looped as one continuous live stream, must
+# play through its loop points on the last of three in-process nodes.
+log "[demo] shoal-sim demo with 3 nodes"
+"$SIM_BIN" demo --nodes 3 --duration 90 --hls-js-url "http://127.0.0.1:$COLLECTOR/hls.min.js" \
+  >"$WORK/demo.log" 2>&1 &
+DEMO=$!
+PIDS+=($DEMO)
+demo_url() { grep -o 'http://127.0.0.1:[0-9]*/live/demo/index.m3u8' "$WORK/demo.log" | sed -n 3p; }
+wait_until 30 "[demo] the demo's node URLs" demo_url
+DEMO_URL=$(demo_url)
+demo_ready() { [ "$(curl -fsS "$DEMO_URL" | grep -c '^[0-9]')" -ge 2 ]; }
+wait_until 30 "[demo] two segments on node2" demo_ready
+play_and_read demo "$DEMO_URL" "${DEMO_URL%/live/demo/index.m3u8}/watch/demo" 26 24
+log "[demo] PASS: $READ; $PLAYED (through two loops of the 12 s clip)"
+kill "$DEMO" 2>/dev/null || true
+
 log "all end-to-end checks passed"
-echo "e2e: 2 passed, 0 failed"
+echo "e2e: 3 passed, 0 failed"

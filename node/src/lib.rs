@@ -21,3 +21,4 @@ pub mod store;
 
 pub use config::NodeConfig;
 pub use node::Node;
+pub use shoal_protocol::PeerId;

@@ -7,6 +7,7 @@
 
 use crate::config::NodeConfig;
 use crate::control::{self, Command, Event};
+use crate::core::streams::Source;
 use crate::core::{Action, Core, Upload};
 use crate::data::{self, Provider, Supply};
 use crate::fetch::Inflight;
@@ -93,12 +94,16 @@ pub struct Shared {
 }
 
 /// Headline figures of a node.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Summary {
     /// Peers with a live status.
     pub peers: usize,
     /// Streams with held segments.
     pub streams: usize,
+    /// Current viewers.
+    pub viewers: usize,
+    /// Where the segments it holds came from (`None`: an encoder, here), most first.
+    pub sources: Vec<(Option<PeerId>, usize)>,
     /// Segments held.
     pub segments: usize,
     /// Bytes sent to viewers and peers so far.
@@ -213,11 +218,25 @@ impl Node {
     pub fn summary(&self) -> Summary {
         let core = self.shared.core.lock().expect("poisoned");
         let store = self.shared.store.lock().expect("poisoned");
+        let mut sources: HashMap<Option<PeerId>, usize> = HashMap::new();
+        for stream in core.streams() {
+            for entry in stream.entries.values() {
+                match entry.held.map(|h| h.source) {
+                    Some(Source::Ingest) => *sources.entry(None).or_default() += 1,
+                    Some(Source::Peer(p)) => *sources.entry(Some(p)).or_default() += 1,
+                    None => {}
+                }
+            }
+        }
+        let mut sources: Vec<(Option<PeerId>, usize)> = sources.into_iter().collect();
+        sources.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         Summary {
             peers: core.peers().len(),
             streams: core.held_streams().len(),
+            viewers: core.total_viewers(),
             segments: store.segment_count(),
             egress_bytes: self.shared.metrics.egress_bytes(),
+            sources,
         }
     }
 

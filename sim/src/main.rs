@@ -1,12 +1,22 @@
-//! `shoal-sim`: runs many real Shoal nodes in one process on loopback.
+//! `shoal-sim`: runs and measures many real Shoal nodes on one machine.
 //!
-//! `shoal-sim mesh --nodes N` starts N nodes (the real runtime: libp2p, quinn, HTTP),
-//! the first alone and the rest joining through it, prints each node's addresses and
-//! then one line per node per interval: peers known, streams held, segments stored.
+//! - `shoal-sim demo`: N nodes on loopback, the built-in test clip played out as an
+//!   endless live stream into one of them, viewer URLs for every node, and a live table.
+//! - `shoal-sim mesh`: N nodes and a periodic report, for pushing your own streams.
+//!
+//! Modules: [`cluster`] starts the nodes, [`clip`] embeds the test clip, [`playout`]
+//! pushes it through a node's HTTP ingest (continuous across loops thanks to [`ts`]),
+//! [`table`] renders the live table.
 
-use anyhow::Context;
+mod clip;
+mod cluster;
+mod playout;
+mod table;
+mod ts;
+
 use clap::{Parser, Subcommand};
-use shoal_node::{Node, NodeConfig};
+use cluster::Cluster;
+use std::io::IsTerminal;
 use std::time::Duration;
 
 /// Runs and measures many Shoal nodes on one machine.
@@ -19,7 +29,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start a local mesh of real nodes on 127.0.0.1 and report on it until Ctrl-C.
+    /// A local mesh with a built-in live test stream to watch, and a live table.
+    Demo {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Stream name.
+        #[arg(long, default_value = "demo")]
+        stream: String,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Where the /watch pages load hls.js from (default: a public CDN).
+        #[arg(long)]
+        hls_js_url: Option<String>,
+    },
+    /// Start a local mesh of real nodes and report on it until Ctrl-C.
     Mesh {
         /// Number of nodes.
         #[arg(long, default_value_t = 5)]
@@ -33,14 +58,27 @@ enum Cmd {
     },
 }
 
+/// The ingest key of demo meshes.
+const DEMO_KEY: &str = "demo-key";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Cmd::Demo {
+            nodes,
+            stream,
+            duration,
+            hls_js_url,
+        } => {
+            let limit = duration.map(Duration::from_secs);
+            demo(nodes.max(1), stream, limit, hls_js_url).await
+        }
         Cmd::Mesh {
             nodes,
             ingest_key,
@@ -56,44 +94,93 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn mesh(count: usize, key: String, interval: Duration) -> anyhow::Result<()> {
-    let root = std::env::temp_dir().join(format!("shoal-sim-{}", std::process::id()));
-    let mut nodes: Vec<Node> = Vec::with_capacity(count);
-    for i in 0..count {
-        let mut config = NodeConfig::loopback(root.join(format!("node{i}")));
-        config.ingest_keys = vec![key.clone()];
-        if let Some(first) = nodes.first() {
-            config.bootstrap = first.p2p_addrs();
+/// Resolves after `limit` if given, else never.
+async fn deadline(limit: Option<Duration>) {
+    match limit {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn demo(
+    count: usize,
+    stream: String,
+    limit: Option<Duration>,
+    hls_js_url: Option<String>,
+) -> anyhow::Result<()> {
+    shoal_protocol::stream::Name::new(stream.as_str())
+        .map_err(|e| anyhow::anyhow!("stream name {stream:?}: {e}"))?;
+    let cluster = Cluster::start(count, DEMO_KEY, |c| {
+        if let Some(url) = &hls_js_url {
+            c.hls_js_url = url.clone();
         }
-        let node = Node::start(config)
-            .await
-            .with_context(|| format!("starting node {i}"))?;
+    })
+    .await?;
+    let ingest = cluster.nodes[0].http_addr();
+    let mut playout = tokio::spawn(playout::run(ingest, stream.clone(), DEMO_KEY.into()));
+    let mut header = format!(
+        "Shoal demo: {count} nodes on 127.0.0.1, the built-in test stream \"{stream}\" pushed into node0.\n\
+         Watch it on any node (the first segment is ready in ~2 s):\n"
+    );
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let http = node.http_addr();
+        header.push_str(&format!(
+            "  node{i}  http://{http}/watch/{stream}   (VLC/ffplay: http://{http}/live/{stream}/index.m3u8)\n"
+        ));
+    }
+    header.push_str("Status: http://ADDR/api/status on any node. Ctrl-C stops everything.\n");
+    let tty = std::io::stdout().is_terminal();
+    if !tty {
+        println!("{header}");
+    }
+    let mut table = table::Table::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let stop = deadline(limit);
+    tokio::pin!(stop);
+    let outcome = loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let rows = table.render(&cluster.nodes);
+                if tty {
+                    // Clear and redraw in place.
+                    print!("\x1b[2J\x1b[H{header}\n{rows}");
+                } else {
+                    println!("{rows}");
+                }
+            }
+            done = &mut playout => break match done {
+                Ok(Err(e)) => Err(e.context("the test stream stopped")),
+                Ok(Ok(())) => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("playout task failed: {e}")),
+            },
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = &mut stop => break Ok(()),
+        }
+    };
+    playout.abort();
+    cluster.stop().await;
+    println!("stopped");
+    outcome
+}
+
+async fn mesh(count: usize, key: String, interval: Duration) -> anyhow::Result<()> {
+    let cluster = Cluster::start(count, &key, |_| {}).await?;
+    for (i, node) in cluster.nodes.iter().enumerate() {
         println!(
             "node{i} {} http://{}  (ingest: PUT http://{}/ingest/STREAM/index.m3u8 with Bearer {key})",
             node.peer_id(),
             node.http_addr(),
             node.http_addr()
         );
-        nodes.push(node);
     }
+    let mut table = table::Table::new();
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                for (i, node) in nodes.iter().enumerate() {
-                    let s = node.summary();
-                    println!(
-                        "node{i}: peers={} streams={} segments={} egress={}B",
-                        s.peers, s.streams, s.segments, s.egress_bytes
-                    );
-                }
-            }
+            _ = ticker.tick() => println!("{}", table.render(&cluster.nodes)),
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    for node in nodes {
-        node.shutdown().await;
-    }
-    let _ = std::fs::remove_dir_all(&root);
+    cluster.stop().await;
     Ok(())
 }
