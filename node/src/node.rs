@@ -110,6 +110,17 @@ pub struct Summary {
     pub egress_bytes: u64,
 }
 
+/// One segment as a node sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentInfo {
+    /// When its bytes arrived here (None: announced, not held).
+    pub held_at: Option<Instant>,
+    /// The peer it was pulled from (None: ingested here, or not held).
+    pub from: Option<PeerId>,
+    /// Peers this node sent it to over the data plane.
+    pub uploads: usize,
+}
+
 /// A running node.
 pub struct Node {
     shared: Arc<Shared>,
@@ -238,6 +249,34 @@ impl Node {
             egress_bytes: self.shared.metrics.egress_bytes(),
             sources,
         }
+    }
+
+    /// A segment's bytes as a viewer would get them: from the store, or pulled from the
+    /// nearest holder over the data plane, verified and cached.
+    pub async fn fetch_segment(
+        &self,
+        stream: &stream::Name,
+        seq: Seq,
+    ) -> Result<Bytes, crate::fetch::FetchError> {
+        let id = shoal_protocol::segment::Id {
+            stream: stream.clone(),
+            seq,
+        };
+        self.shared.segment(&id).await
+    }
+
+    /// What this node knows of one segment, if it is in the window.
+    pub fn segment_info(&self, stream: &stream::Name, seq: Seq) -> Option<SegmentInfo> {
+        let core = self.shared.core.lock().expect("poisoned");
+        let entry = core.stream(stream)?.entries.get(&seq)?;
+        Some(SegmentInfo {
+            held_at: entry.held.map(|h| h.at),
+            from: match entry.held.map(|h| h.source) {
+                Some(Source::Peer(p)) => Some(p),
+                _ => None,
+            },
+            uploads: entry.uploads.len(),
+        })
     }
 
     /// Stops every task and closes the sockets.

@@ -8,8 +8,10 @@
 //! pushes it through a node's HTTP ingest (continuous across loops thanks to [`ts`]),
 //! [`table`] renders the live table.
 
+mod bench;
 mod clip;
 mod cluster;
+mod http;
 mod playout;
 mod table;
 mod ts;
@@ -44,6 +46,11 @@ enum Cmd {
         #[arg(long)]
         hls_js_url: Option<String>,
     },
+    /// In-process benchmarks against same-run references; prints JSON.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
     /// Start a local mesh of real nodes and report on it until Ctrl-C.
     Mesh {
         /// Number of nodes.
@@ -55,6 +62,49 @@ enum Cmd {
         /// Seconds between reports.
         #[arg(long, default_value_t = 2)]
         interval: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Segment pulls over Shoal's data plane against plain quinn bulk transfer.
+    Relay {
+        /// A/B round pairs.
+        #[arg(long, default_value_t = 6)]
+        rounds: usize,
+        /// Segments per round.
+        #[arg(long, default_value_t = 24)]
+        segments: usize,
+        /// Segment size in bytes.
+        #[arg(long, default_value_t = 1_000_000)]
+        size: usize,
+        /// Transfers in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Ingest-to-everywhere propagation in an N-node mesh.
+    Propagation {
+        /// Nodes.
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// Segments pushed (one per second).
+        #[arg(long, default_value_t = 8)]
+        segments: usize,
+        /// Segment size in bytes.
+        #[arg(long, default_value_t = 500_000)]
+        size: usize,
+        /// Fan-out per holder.
+        #[arg(long, default_value_t = 4)]
+        fanout: usize,
+    },
+    /// Time to first byte: cold (pull from a peer) against warm (held).
+    FirstByte {
+        /// Fresh streams measured.
+        #[arg(long, default_value_t = 30)]
+        iterations: usize,
+        /// Segment size in bytes.
+        #[arg(long, default_value_t = 200_000)]
+        size: usize,
     },
 }
 
@@ -90,6 +140,27 @@ async fn main() -> anyhow::Result<()> {
                 Duration::from_secs(interval.max(1)),
             )
             .await
+        }
+        Cmd::Bench { which } => {
+            let result = match which {
+                BenchCmd::Relay {
+                    rounds,
+                    segments,
+                    size,
+                    concurrency,
+                } => bench::relay::run(rounds, segments, size, concurrency.max(1)).await?,
+                BenchCmd::Propagation {
+                    nodes,
+                    segments,
+                    size,
+                    fanout,
+                } => bench::propagation::run(nodes.max(2), segments, size, fanout.max(1)).await?,
+                BenchCmd::FirstByte { iterations, size } => {
+                    bench::first_byte::run(iterations.max(1), size).await?
+                }
+            };
+            println!("{result}");
+            Ok(())
         }
     }
 }

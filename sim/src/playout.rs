@@ -4,38 +4,15 @@
 //! past the previous one ([`ts::retime`]), so the stream is continuous: no discontinuity,
 //! nothing for a player to trip over.
 
+use crate::http::put;
 use crate::{clip, ts};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Segments listed in the playout's playlist.
 const LIST_SIZE: usize = 5;
-
-/// PUTs `body` to `path` on `addr`; fails unless the answer is 2xx.
-async fn put(addr: SocketAddr, path: &str, key: &str, body: &[u8]) -> anyhow::Result<()> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await?;
-    let status = String::from_utf8_lossy(&answer);
-    let code = status.split_whitespace().nth(1).unwrap_or("?");
-    if !code.starts_with('2') {
-        bail!(
-            "PUT {path}: {}",
-            status.lines().next().unwrap_or("no answer")
-        );
-    }
-    Ok(())
-}
 
 /// Pushes the clip into `addr` as stream `stream`, forever (or until the task is dropped).
 pub async fn run(addr: SocketAddr, stream: String, key: String) -> anyhow::Result<()> {
