@@ -66,6 +66,8 @@ for f in 0.ts 1.ts index.m3u8; do
   curl -fsS "http://$SHOAL_HTTP/live/bench/$f" -o "$WORK/www/live/bench/$f"
 done
 cmp -s "$WORK/www/live/bench/0.ts" "$WORK/big.ts" || { log "segment 0 differs from what was ingested"; exit 1; }
+# nginx's workers run as www-data: let them read the files.
+chmod -R a+rX "$WORK"
 cat >"$WORK/nginx.conf" <<NGINX
 worker_processes auto;
 pid $WORK/nginx.pid;
@@ -83,6 +85,12 @@ NGINX
 nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 for _ in $(seq 1 50); do curl -fsS "http://$NGINX_HTTP/live/bench/index.m3u8" >/dev/null 2>&1 && break; sleep 0.1; done
+for f in 0.ts 1.ts index.m3u8; do
+  curl -fsS "http://$NGINX_HTTP/live/bench/$f" | cmp -s - "$WORK/www/live/bench/$f" \
+    || { log "nginx does not serve $f byte for byte (see $WORK/nginx-error.log)"; exit 1; }
+  curl -fsS "http://$SHOAL_HTTP/live/bench/$f" | cmp -s - "$WORK/www/live/bench/$f" \
+    || { log "shoal does not serve $f byte for byte"; exit 1; }
+done
 
 # wrk_run NAME SERVER CONNECTIONS URL -> one JSON line
 wrk_run() {

@@ -275,26 +275,14 @@ async fn newest_on(viewer: SocketAddr, stream: &str, at_least: u64) -> u64 {
     .unwrap()
 }
 
-async fn wait_known(viewer: SocketAddr, ids: &[&str]) {
-    wait_for("the mesh to form", Duration::from_secs(20), || async {
-        let known = known_peers(&status(viewer).await.map_err(|e| e.to_string())?);
-        Ok(ids
-            .iter()
-            .all(|id| known.iter().any(|k| k == id))
-            .then_some(()))
-    })
-    .await
-    .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redundant_ingest_survives_the_loss_of_the_followed_source() {
     init_logging();
     let mut x = ShoalProcess::start("x", None, &[]).unwrap();
     let y = ShoalProcess::start("y", Some(&x.bootstrap), &[]).unwrap();
     let z = ShoalProcess::start("z", Some(&x.bootstrap), &[]).unwrap();
-    wait_known(z.http, &[&x.peer_id, &y.peer_id]).await;
-    wait_known(y.http, &[&x.peer_id]).await;
+    wait_known(z.http, &[&x.peer_id, &y.peer_id]).await.unwrap();
+    wait_known(y.http, &[&x.peer_id]).await.unwrap();
 
     // Two encoders push the same stream, into X first and Y a moment later.
     let enc_x = Encoder::push(x.http, "dual", 120, Packaging::Ts).unwrap();
@@ -337,7 +325,7 @@ async fn moved_ingest_continues_and_a_restarted_node_rejoins() {
     let x = ShoalProcess::start("x", None, &[]).unwrap();
     let mut y = ShoalProcess::start("y", Some(&x.bootstrap), &[]).unwrap();
     let z = ShoalProcess::start("z", Some(&x.bootstrap), &[]).unwrap();
-    wait_known(x.http, &[&y.peer_id, &z.peer_id]).await;
+    wait_known(x.http, &[&y.peer_id, &z.peer_id]).await.unwrap();
 
     let enc = Encoder::push(y.http, "moved", 120, Packaging::Ts).unwrap();
     newest_on(x.http, "moved", 3).await;
@@ -355,7 +343,7 @@ async fn moved_ingest_continues_and_a_restarted_node_rejoins() {
     // Y restarts with its data dir: same identity, back in the mesh, serving the stream.
     let restarted = Instant::now();
     y.restart().unwrap();
-    wait_known(x.http, &[&y.peer_id]).await;
+    wait_known(x.http, &[&y.peer_id]).await.unwrap();
     let newest = newest_on(y.http, "moved", newest_at_kill + 1).await;
     println!(
         "restarted node rejoined and served the playlist (newest {newest}) {:?} after start",

@@ -16,12 +16,7 @@ async fn corrupted_bytes_from_a_peer_never_reach_a_viewer() {
     let nodes = mesh(vec![config("a"), bad, config("c")]).await.unwrap();
     let (b, c) = (nodes[1].http_addr(), nodes[2].http_addr());
     let b_id = nodes[1].peer_id().to_string();
-    wait_for("C to know B", Duration::from_secs(20), || async {
-        let s = status(c).await.map_err(|e| e.to_string())?;
-        Ok(known_peers(&s).contains(&b_id).then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_known(c, &[&b_id]).await.unwrap();
 
     let auth = format!("Bearer {KEY}");
     let h = [("Authorization", auth.as_str())];

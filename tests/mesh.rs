@@ -93,12 +93,7 @@ async fn live_stream_crosses_the_mesh(packaging: Packaging, stream: &str) {
         .unwrap();
     let (b, c) = (nodes[1].http_addr(), nodes[2].http_addr());
     let b_id = nodes[1].peer_id().to_string();
-    wait_for("C to know B", Duration::from_secs(20), || async {
-        let s = status(c).await.map_err(|e| e.to_string())?;
-        Ok(known_peers(&s).contains(&b_id).then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_known(c, &[&b_id]).await.unwrap();
 
     let mut encoder = Encoder::push(b, stream, 8, packaging).unwrap();
     let playlist_path = format!("/live/{stream}/index.m3u8");

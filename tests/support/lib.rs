@@ -100,6 +100,19 @@ pub fn known_peers(status: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits until the node at `addr` lists every peer id in `ids` as a known peer.
+pub async fn wait_known(addr: SocketAddr, ids: &[&str]) -> anyhow::Result<()> {
+    wait_for("peers to be known", Duration::from_secs(20), || async {
+        let known = known_peers(&status(addr).await.map_err(|e| e.to_string())?);
+        if ids.iter().all(|id| known.iter().any(|k| k == id)) {
+            Ok(Some(()))
+        } else {
+            Err(format!("{addr} knows {known:?}"))
+        }
+    })
+    .await
+}
+
 /// The status entry of `stream`.
 pub fn stream_status<'a>(status: &'a Value, stream: &str) -> Option<&'a Value> {
     status["streams"]

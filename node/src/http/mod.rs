@@ -99,6 +99,21 @@ pub async fn serve(
     }
 }
 
+/// CORS headers on every response: any origin may play, seek (Range) and read lengths.
+const CORS: [(header::HeaderName, &str); 5] = [
+    (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+    (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS"),
+    (
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        "Range, Origin, Accept, Content-Type",
+    ),
+    (
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        "Content-Length, Content-Range, Accept-Ranges",
+    ),
+    (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+];
+
 /// Adds CORS headers to every response and answers preflight requests.
 async fn cors(request: AxumRequest, next: Next) -> Response {
     let mut response = if request.method() == Method::OPTIONS {
@@ -107,26 +122,9 @@ async fn cors(request: AxumRequest, next: Next) -> Response {
         next.run(request).await
     };
     let h = response.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Range, Origin, Accept, Content-Type"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
+    for (name, value) in CORS {
+        h.insert(name, HeaderValue::from_static(value));
+    }
     response
 }
 
