@@ -102,5 +102,9 @@ for r in by("memory"):
            f"| same, with 1,000 viewer connections | {r['viewers1000_kb'] / 1024:.1f} MiB |",
            "", f"Bytes per viewer connection: **{r['bytes_per_viewer_connection']:,}**"]
 
+notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench-notes.md")
+if os.path.exists(notes):
+    md += ["", open(notes).read().rstrip()]
+
 json.dump({"summary": summary, "runs": rows}, open(sys.argv[2], "w"), indent=2)
 open(sys.argv[3], "w").write("\n".join(md) + "\n")

@@ -14,7 +14,7 @@ use shoal_protocol::content::ContentId;
 use shoal_protocol::data::Request;
 use shoal_protocol::segment::{self, Announcement};
 use shoal_protocol::stream;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -58,7 +58,8 @@ enum Key {
     Manifest(stream::Name),
 }
 
-type Pull = SharedFuture<BoxFuture<'static, Result<Bytes, FetchError>>>;
+/// A pull in flight, shareable by everyone waiting for it.
+pub type Pull = SharedFuture<BoxFuture<'static, Result<Bytes, FetchError>>>;
 
 /// Pulls in flight, shared by everyone who wants the same thing.
 #[derive(Default)]
@@ -94,6 +95,15 @@ impl Inflight {
         .shared();
         pulls.insert(key, pull.clone());
         pull
+    }
+
+    /// The pull of segment `id` in flight, if any, to wait on.
+    pub fn segment_pull(&self, id: &segment::Id) -> Option<Pull> {
+        self.pulls
+            .lock()
+            .expect("poisoned")
+            .get(&Key::Segment(id.clone()))
+            .cloned()
     }
 
     /// Number of pulls in flight.
@@ -275,12 +285,19 @@ impl Shared {
     ) -> Result<(Bytes, PeerId), FetchError> {
         let mut last = FetchError::NoHolder;
         let mut busy = false;
-        for peer in holders.iter().take(MAX_ATTEMPTS) {
+        let mut queue: VecDeque<PeerId> = holders.iter().take(MAX_ATTEMPTS).copied().collect();
+        let mut tried: Vec<PeerId> = Vec::new();
+        while let Some(peer) = queue.pop_front() {
+            if tried.contains(&peer) || tried.len() >= 2 * MAX_ATTEMPTS {
+                continue;
+            }
+            tried.push(peer);
+            let peer = &peer;
             let Some(target) = self.target(peer) else {
                 continue;
             };
             match self.client.fetch_bytes(target, request, size).await {
-                Ok(bytes) if bytes.len() as u64 == size && ContentId::of(&bytes) == hash => {
+                Ok((bytes, got)) if bytes.len() as u64 == size && got == hash => {
                     add(&self.metrics.fetch_ok, 1);
                     add(&self.metrics.data_bytes_in, size);
                     if let Some(rtt) = self.client.rtt(peer) {
@@ -300,13 +317,22 @@ impl Shared {
                         .handle_bad_bytes(*peer, Instant::now());
                     last = FetchError::AllFailed(DataError::Protocol("bad bytes".into()));
                 }
-                Err(DataError::Busy) => {
+                Err(DataError::Busy(fed)) => {
                     add(&self.metrics.fetch_busy, 1);
                     busy = true;
-                    self.core
-                        .lock()
-                        .expect("poisoned")
-                        .handle_busy(*peer, Instant::now());
+                    let now = Instant::now();
+                    let mut core = self.core.lock().expect("poisoned");
+                    core.handle_busy(*peer, now);
+                    // Ask the peers it fed next: they hold the segment or will serve it
+                    // the moment their own pull lands.
+                    for p in fed.into_iter().rev() {
+                        let usable = p != self.peer_id
+                            && !tried.contains(&p)
+                            && core.peers().get(&p).is_some_and(|x| !x.is_penalised(now));
+                        if usable {
+                            queue.push_front(p);
+                        }
+                    }
                 }
                 Err(e) => {
                     add(&self.metrics.fetch_failed, 1);

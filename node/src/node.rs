@@ -8,7 +8,7 @@
 use crate::config::NodeConfig;
 use crate::control::{self, Command, Event};
 use crate::core::streams::Source;
-use crate::core::{Action, Core, Upload};
+use crate::core::{Action, Core, Upload, requester_key};
 use crate::data::{self, Provider, Supply};
 use crate::fetch::Inflight;
 use crate::identity::{self, IdentityError};
@@ -38,6 +38,9 @@ use tracing::{debug, info, warn};
 
 /// How often the core's clock ticks: the resolution of status publishing and expiry.
 pub const TICK: Duration = Duration::from_millis(100);
+/// How long a data-plane request for a segment this node is still pulling waits for the
+/// pull to land before it is answered (not found).
+const RELAY_WAIT: Duration = Duration::from_secs(5);
 /// How long start-up waits for the swarm to report its listen addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
@@ -491,24 +494,38 @@ impl Shared {
 struct DataProvider(Arc<Shared>);
 
 impl Provider for DataProvider {
-    fn segment(&self, stream: &stream::Name, seq: Seq, requester: SocketAddr) -> Supply {
-        let id = shoal_protocol::segment::Id {
-            stream: stream.clone(),
-            seq,
-        };
-        let key = match requester.ip() {
-            IpAddr::V4(ip) => ((u32::from(ip) as u128) << 16) | requester.port() as u128,
-            IpAddr::V6(ip) => u128::from(ip) ^ requester.port() as u128,
-        };
-        match self.0.core.lock().expect("poisoned").admit_upload(&id, key) {
-            Upload::Serve => {}
-            Upload::Busy => return Supply::Busy,
-            Upload::NotHeld => return Supply::NotFound,
-        }
-        match self.0.store.lock().expect("poisoned").segment(&id) {
-            Some(bytes) => Supply::Bytes(bytes),
-            None => Supply::NotFound,
-        }
+    fn segment(
+        &self,
+        stream: stream::Name,
+        seq: Seq,
+        requester: SocketAddr,
+    ) -> futures::future::BoxFuture<'_, Supply> {
+        Box::pin(async move {
+            let id = shoal_protocol::segment::Id { stream, seq };
+            // Store and forward: a segment this node is pulling right now is served as
+            // soon as the pull lands, so a relay can feed others one transfer after it
+            // was fed, before its status says it holds the segment.
+            if !self.0.core.lock().expect("poisoned").is_held(&id)
+                && let Some(pull) = self.0.inflight.segment_pull(&id)
+            {
+                let _ = tokio::time::timeout(RELAY_WAIT, pull).await;
+            }
+            let admitted = self
+                .0
+                .core
+                .lock()
+                .expect("poisoned")
+                .admit_upload(&id, requester_key(requester));
+            match admitted {
+                Upload::Serve => {}
+                Upload::Busy(fed) => return Supply::Busy(fed),
+                Upload::NotHeld => return Supply::NotFound,
+            }
+            match self.0.store.lock().expect("poisoned").segment(&id) {
+                Some(bytes) => Supply::Bytes(bytes),
+                None => Supply::NotFound,
+            }
+        })
     }
 
     fn init(&self, _stream: &stream::Name, hash: &ContentId) -> Option<Bytes> {

@@ -19,6 +19,8 @@ pub const ALPN: &[u8] = b"shoal/1";
 pub const MAX_REQUEST: usize = 1024;
 /// Largest response header frame (a manifest of [`MAX_MANIFEST`] announcements fits).
 pub const MAX_RESPONSE_HEADER: usize = 128 * 1024;
+/// Most peers named in a `Busy` answer.
+pub const MAX_HINTS: usize = 16;
 /// Most announcements in a manifest.
 pub const MAX_MANIFEST: usize = 128;
 
@@ -64,8 +66,12 @@ pub enum Response {
     },
     /// The peer does not hold it.
     NotFound,
-    /// The peer is at its limit for direct pulls; try another holder.
-    Busy,
+    /// The peer is at its fan-out limit for this segment; ask one of the peers it sent
+    /// the segment to (peer ids as bytes, at most [`MAX_HINTS`]).
+    Busy {
+        /// Peers this holder fed: they hold the segment or are pulling it.
+        fed: Vec<Vec<u8>>,
+    },
     /// The request was malformed or failed.
     Error(String),
 }

@@ -107,13 +107,23 @@ pub enum Action {
     PeerGone(PeerId),
 }
 
+/// The key under which a requesting peer's data-plane address is counted for fan-out.
+/// A node sends requests from its own data endpoint, so this matches the data address in
+/// its status.
+pub fn requester_key(addr: std::net::SocketAddr) -> u128 {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ((u32::from(ip) as u128) << 16) | addr.port() as u128,
+        std::net::IpAddr::V6(ip) => u128::from(ip) ^ addr.port() as u128,
+    }
+}
+
 /// Whether to send a segment to a requesting peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upload {
     /// Send it.
     Serve,
-    /// Already sent to `fanout` other peers: point the requester elsewhere.
-    Busy,
+    /// Already sent to `fanout` other peers: point the requester at them.
+    Busy(Vec<PeerId>),
     /// Not held here.
     NotHeld,
 }
@@ -390,11 +400,26 @@ impl Core {
         if entry.uploads.contains(&requester) {
             return Upload::Serve;
         }
-        if entry.uploads.len() >= fanout {
-            return Upload::Busy;
+        if entry.uploads.len() < fanout {
+            entry.uploads.push(requester);
+            return Upload::Serve;
         }
-        entry.uploads.push(requester);
-        Upload::Serve
+        // Name the peers fed, starting at a different one each time, so the turned-away
+        // pullers spread over them rather than all asking the first.
+        entry.busy_answers += 1;
+        let fed = entry.uploads.clone();
+        let start = entry.busy_answers % fed.len();
+        let by_key: HashMap<u128, PeerId> = self
+            .peers
+            .known()
+            .filter_map(|(id, p)| Some((requester_key(p.status.as_ref()?.data_addr), *id)))
+            .collect();
+        let hints = fed[start..]
+            .iter()
+            .chain(&fed[..start])
+            .filter_map(|k| by_key.get(k).copied())
+            .collect();
+        Upload::Busy(hints)
     }
 
     /// `peer` refused a pull because it is at its fan-out limit.

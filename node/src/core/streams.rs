@@ -34,8 +34,10 @@ pub struct Entry {
     pub announcement: Verified<Announcement>,
     /// Set once the bytes are in this node's store.
     pub held: Option<Held>,
-    /// Peers (by opaque requester key) this node has sent the segment to.
+    /// Peers (by [`requester_key`](super::requester_key)) this node sent the segment to.
     pub uploads: Vec<u128>,
+    /// Pullers turned away at the fan-out limit (rotates the peers they are pointed at).
+    pub busy_answers: usize,
 }
 
 /// The outcome of adding an announcement.
@@ -115,6 +117,7 @@ impl StreamState {
                 announcement,
                 held: None,
                 uploads: Vec::new(),
+                busy_answers: 0,
             },
         );
         let evicted = self.trim(window);

@@ -197,7 +197,7 @@ fn each_segment_is_uploaded_to_at_most_fanout_peers() {
         .unwrap();
     assert_eq!(core.admit_upload(&id("s", 0), 1), Upload::Serve);
     assert_eq!(core.admit_upload(&id("s", 0), 2), Upload::Serve);
-    assert_eq!(core.admit_upload(&id("s", 0), 3), Upload::Busy);
+    assert_eq!(core.admit_upload(&id("s", 0), 3), Upload::Busy(vec![]));
     // A retry by a peer already served is served again.
     assert_eq!(core.admit_upload(&id("s", 0), 1), Upload::Serve);
     assert_eq!(core.uploads(&id("s", 0)), 2);
@@ -261,4 +261,40 @@ fn last_signer_tells_a_source_switch() {
     core.handle_ingested(announcement_by(0, "s", 1, None), t0)
         .unwrap();
     assert_eq!(core.last_signer(&name("s")), Some(peer(0)));
+}
+
+#[test]
+fn busy_answers_name_the_fed_peers_in_rotation() {
+    let t0 = Instant::now();
+    let config = Config {
+        fanout: 2,
+        ..Config::default()
+    };
+    let mut core = Core::new(peer(0), config);
+    let mut keys = Vec::new();
+    for n in 1..=3u8 {
+        let mut st = status_holding(1, "other", 0, 0);
+        st.data_addr = format!("127.0.0.{n}:4000").parse().unwrap();
+        keys.push(requester_key(st.data_addr));
+        core.handle_status(peer(n), st, t0);
+    }
+    core.handle_ingested(announcement_by(0, "s", 0, None), t0)
+        .unwrap();
+    assert_eq!(core.admit_upload(&id("s", 0), keys[0]), Upload::Serve);
+    assert_eq!(core.admit_upload(&id("s", 0), keys[1]), Upload::Serve);
+    let Upload::Busy(first) = core.admit_upload(&id("s", 0), keys[2]) else {
+        panic!("expected busy");
+    };
+    let Upload::Busy(second) = core.admit_upload(&id("s", 0), keys[2]) else {
+        panic!("expected busy");
+    };
+    let mut sorted = first.clone();
+    sorted.sort();
+    let mut expected = vec![peer(1), peer(2)];
+    expected.sort();
+    assert_eq!(sorted, expected);
+    assert_ne!(
+        first[0], second[0],
+        "turned-away pullers are spread over the fed peers"
+    );
 }

@@ -1,6 +1,6 @@
 //! The data-plane client: one QUIC connection per peer, one stream per request.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use shoal_protocol::PeerId;
 use shoal_protocol::codec;
 use shoal_protocol::content::ContentId;
@@ -16,6 +16,10 @@ use thiserror::Error;
 /// How long one request may take, connection set-up included. A 4 MB segment takes
 /// well under a second on any link fit to relay it; 10 s means the peer is stuck.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes hashed at a time while a body arrives: 64 of blake3's 1 KiB chunks, enough for
+/// its widest SIMD batch.
+const HASH_BATCH: usize = 64 * 1024;
 
 /// Why a data-plane request failed.
 #[derive(Debug, Error, Clone)]
@@ -35,9 +39,9 @@ pub enum DataError {
     /// The peer does not have it.
     #[error("not found at peer")]
     NotFound,
-    /// The peer is at its limit for direct pulls.
+    /// The peer is at its fan-out limit; it named the peers it fed.
     #[error("peer busy")]
-    Busy,
+    Busy(Vec<PeerId>),
     /// The peer reported an error.
     #[error("peer error: {0}")]
     Remote(String),
@@ -75,34 +79,52 @@ impl Client {
         }
     }
 
-    /// Fetches bytes (a segment or init) of at most `max_size` bytes.
+    /// Fetches bytes (a segment or init) of at most `max_size` bytes, with their blake3
+    /// hash, computed as the chunks arrive (overlapping hashing with the transfer).
     pub async fn fetch_bytes(
         &self,
         target: Target,
         request: &Request,
         max_size: u64,
-    ) -> Result<Bytes, DataError> {
+    ) -> Result<(Bytes, ContentId), DataError> {
         tokio::time::timeout(REQUEST_TIMEOUT, async {
             let (header, mut recv) = self.exchange(target, request).await?;
-            match header {
+            let size = match header {
                 Response::Bytes { size } if size > max_size => {
-                    Err(DataError::TooLarge(size, max_size))
+                    return Err(DataError::TooLarge(size, max_size));
                 }
-                Response::Bytes { size } => {
-                    let body = recv
-                        .read_to_end(size as usize)
-                        .await
-                        .map_err(|e| DataError::Transport(e.to_string()))?;
-                    if body.len() as u64 != size {
-                        return Err(DataError::Protocol(format!(
-                            "announced {size} bytes, sent {}",
-                            body.len()
-                        )));
-                    }
-                    Ok(Bytes::from(body))
+                Response::Bytes { size } => size,
+                other => return Err(unexpected(other)),
+            };
+            let mut body = BytesMut::with_capacity(size as usize);
+            let mut hasher = blake3::Hasher::new();
+            let mut hashed = 0;
+            while let Some(chunk) = recv
+                .read_chunk(usize::MAX, true)
+                .await
+                .map_err(|e| DataError::Transport(e.to_string()))?
+            {
+                if (body.len() + chunk.bytes.len()) as u64 > size {
+                    return Err(DataError::Protocol(format!(
+                        "sent more than the {size} bytes announced"
+                    )));
                 }
-                other => Err(unexpected(other)),
+                body.extend_from_slice(&chunk.bytes);
+                // Hash while the rest arrives, in batches large enough for blake3's SIMD
+                // (per-packet updates would forfeit it).
+                if body.len() - hashed >= HASH_BATCH {
+                    hasher.update(&body[hashed..]);
+                    hashed = body.len();
+                }
             }
+            hasher.update(&body[hashed..]);
+            if body.len() as u64 != size {
+                return Err(DataError::Protocol(format!(
+                    "announced {size} bytes, sent {}",
+                    body.len()
+                )));
+            }
+            Ok((body.freeze(), ContentId(*hasher.finalize().as_bytes())))
         })
         .await
         .map_err(|_| DataError::Timeout)?
@@ -217,7 +239,12 @@ impl Client {
 fn unexpected(response: Response) -> DataError {
     match response {
         Response::NotFound => DataError::NotFound,
-        Response::Busy => DataError::Busy,
+        Response::Busy { fed } => DataError::Busy(
+            fed.iter()
+                .take(data::MAX_HINTS)
+                .filter_map(|b| PeerId::from_bytes(b).ok())
+                .collect(),
+        ),
         Response::Error(e) => DataError::Remote(e.chars().take(200).collect()),
         other => DataError::Protocol(format!("unexpected response {other:?}")),
     }

@@ -10,6 +10,7 @@ pub mod server;
 pub mod tls;
 
 use bytes::Bytes;
+use shoal_protocol::PeerId;
 use shoal_protocol::content::ContentId;
 use shoal_protocol::segment::Seq;
 use shoal_protocol::stream;
@@ -21,8 +22,8 @@ use std::time::Duration;
 pub enum Supply {
     /// Here they are.
     Bytes(Bytes),
-    /// Held, but already sent to enough peers: ask one of them.
-    Busy,
+    /// Held, but already sent to enough peers: ask one of these (the peers it fed).
+    Busy(Vec<PeerId>),
     /// Not held.
     NotFound,
 }
@@ -30,8 +31,14 @@ pub enum Supply {
 /// What the data-plane server serves from. The node implements it over its store and
 /// core; tests can implement it over anything.
 pub trait Provider: Send + Sync + 'static {
-    /// A held segment's bytes for the peer at `requester`, subject to the fan-out limit.
-    fn segment(&self, stream: &stream::Name, seq: Seq, requester: SocketAddr) -> Supply;
+    /// A segment's bytes for the peer at `requester`, subject to the fan-out limit. A
+    /// segment still being pulled here may be waited for (store and forward).
+    fn segment(
+        &self,
+        stream: stream::Name,
+        seq: Seq,
+        requester: SocketAddr,
+    ) -> futures::future::BoxFuture<'_, Supply>;
     /// A held init segment's bytes.
     fn init(&self, stream: &stream::Name, hash: &ContentId) -> Option<Bytes>;
     /// The announcements held for a stream (oldest first) and its end, if any.

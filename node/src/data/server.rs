@@ -66,9 +66,16 @@ async fn serve_stream(
         }
     };
     let (response, body) = match request {
-        Request::Segment { stream, seq } => match provider.segment(&stream, seq, remote) {
+        Request::Segment { stream, seq } => match provider.segment(stream, seq, remote).await {
             Supply::Bytes(b) => bytes_response(Some(b)),
-            Supply::Busy => (Response::Busy, None),
+            Supply::Busy(fed) => {
+                let fed = fed
+                    .iter()
+                    .take(data::MAX_HINTS)
+                    .map(|p| p.to_bytes())
+                    .collect();
+                (Response::Busy { fed }, None)
+            }
             Supply::NotFound => (Response::NotFound, None),
         },
         Request::Init { stream, hash } => bytes_response(provider.init(&stream, &hash)),
