@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v ffmpeg >/dev/null || { echo "ffmpeg is needed: apt-get install -y ffmpeg" >&2; exit 1; }
+# The failover tests run real `shoal` processes: build the binaries first (cargo test
+# does not put them in target/debug by itself).
+cargo build --workspace --bins
 cargo test --workspace --all-targets
 if [ "${SHOAL_SKIP_E2E:-0}" != 1 ]; then
   [ -d scripts/player/node_modules/hls.js ] || npm ci --prefix scripts/player --no-audit --no-fund --loglevel=error
