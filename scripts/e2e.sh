@@ -188,7 +188,14 @@ demo_ready() { [ "$(curl -fsS "$DEMO_URL" | grep -c '^[0-9]')" -ge 2 ]; }
 wait_until 30 "[demo] two segments on node2" demo_ready
 play_and_read demo "$DEMO_URL" "${DEMO_URL%/live/demo/index.m3u8}/watch/demo" 26 24
 log "[demo] PASS: $READ; $PLAYED (through two loops of the 12 s clip)"
+
+# 30 simulated HLS viewers (shoal-sim viewers) arriving over 5 s on the same node.
+log "[viewers] 30 simulated players for 20 s on node2"
+VIEWERS=$("$SIM_BIN" viewers --url "$DEMO_URL" --count 30 --duration 20 --ramp 5)
+VERDICT=$(echo "$VIEWERS" | json "'ok' if d['started'] == d['viewers'] == 30 and d['stalls'] == 0 and d['errors'] == 0 else 'bad'")
+[ "$VERDICT" = ok ] || fail "[viewers] $VIEWERS"
+log "[viewers] PASS: $(echo "$VIEWERS" | json "'%d/%d started, startup p50 %.1f ms p99 %.1f ms, stalls %d, continuity %.3f, %d segments' % (d['started'], d['viewers'], d['startup_p50_ms'], d['startup_p99_ms'], d['stalls'], d['continuity'], d['segments'])")"
 kill "$DEMO" 2>/dev/null || true
 
 log "all end-to-end checks passed"
-echo "e2e: 3 passed, 0 failed"
+echo "e2e: 4 passed, 0 failed"

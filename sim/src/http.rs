@@ -14,6 +14,8 @@ const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 pub struct Response {
     /// Status code.
     pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
     /// Body (everything after the head).
     pub body: Vec<u8>,
     /// Time from sending the request to the first byte of the answer.
@@ -47,17 +49,48 @@ async fn exchange(addr: SocketAddr, request: &[u8], body: &[u8]) -> anyhow::Resu
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .context("no response head")?;
-    let status = std::str::from_utf8(&raw[..end])?
+    let head = std::str::from_utf8(&raw[..end])?;
+    let status = head
         .split_whitespace()
         .nth(1)
         .context("no status")?
         .parse()?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     Ok(Response {
         status,
+        headers,
         body: raw[end + 4..].to_vec(),
         first_byte: first_byte.unwrap_or(total),
         total,
     })
+}
+
+impl Response {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits `http://HOST:PORT/path` into an address and a path (IP hosts only: the
+/// simulator talks to nodes on loopback).
+pub fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = host
+        .parse()
+        .with_context(|| format!("{url}: host must be IP:PORT"))?;
+    Ok((addr, format!("/{path}")))
 }
 
 /// `GET path`.

@@ -3,6 +3,8 @@
 //! - `shoal-sim demo`: N nodes on loopback, the built-in test clip played out as an
 //!   endless live stream into one of them, viewer URLs for every node, and a live table.
 //! - `shoal-sim mesh`: N nodes and a periodic report, for pushing your own streams.
+//! - `shoal-sim viewers`: simulated HLS players against any node ([`viewer`]).
+//! - `shoal-sim bench`: in-process benchmarks ([`bench`]).
 //!
 //! Modules: [`cluster`] starts the nodes, [`clip`] embeds the test clip, [`playout`]
 //! pushes it through a node's HTTP ingest (continuous across loops thanks to [`ts`]),
@@ -15,6 +17,7 @@ mod http;
 mod playout;
 mod table;
 mod ts;
+mod viewer;
 
 use clap::{Parser, Subcommand};
 use cluster::Cluster;
@@ -45,6 +48,21 @@ enum Cmd {
         /// Where the /watch pages load hls.js from (default: a public CDN).
         #[arg(long)]
         hls_js_url: Option<String>,
+    },
+    /// Simulated HLS viewers against any node's playlist: startup, stalls, continuity.
+    Viewers {
+        /// The live playlist URL (http://IP:PORT/live/STREAM/index.m3u8).
+        #[arg(long)]
+        url: String,
+        /// Number of viewers.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        /// Seconds each viewer watches.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Seconds over which viewers arrive (0: all at once, a flash crowd).
+        #[arg(long, default_value_t = 0)]
+        ramp: u64,
     },
     /// In-process benchmarks against same-run references; prints JSON.
     Bench {
@@ -140,6 +158,30 @@ async fn main() -> anyhow::Result<()> {
                 Duration::from_secs(interval.max(1)),
             )
             .await
+        }
+        Cmd::Viewers {
+            url,
+            count,
+            duration,
+            ramp,
+        } => {
+            let count = count.clamp(1, 10_000);
+            let tasks: Vec<_> = (0..count)
+                .map(|i| {
+                    let url = url.clone();
+                    let delay = Duration::from_secs(ramp) * i as u32 / count as u32;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        viewer::client::watch(&url, Duration::from_secs(duration)).await
+                    })
+                })
+                .collect();
+            let mut outcomes = Vec::with_capacity(count);
+            for t in tasks {
+                outcomes.push(t.await?);
+            }
+            println!("{}", viewer::report::summarize(&outcomes));
+            Ok(())
         }
         Cmd::Bench { which } => {
             let result = match which {
