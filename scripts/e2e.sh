@@ -197,5 +197,20 @@ VERDICT=$(echo "$VIEWERS" | json "'ok' if d['started'] == d['viewers'] == 30 and
 log "[viewers] PASS: $(echo "$VIEWERS" | json "'%d/%d started, startup p50 %.1f ms p99 %.1f ms, stalls %d, continuity %.3f, %d segments' % (d['started'], d['viewers'], d['startup_p50_ms'], d['startup_p99_ms'], d['stalls'], d['continuity'], d['segments'])")"
 kill "$DEMO" 2>/dev/null || true
 
+# Small scenarios (shoal-sim run): invariants, not timings.
+log "[scenarios] ci-steady: every viewer served, no stall"
+"$SIM_BIN" run sim/scenarios/ci-steady.toml --json "$WORK/ci-steady.json" >"$WORK/ci-steady.txt" 2>&1 \
+  || fail "[scenarios] ci-steady did not run: $(tail -3 "$WORK/ci-steady.txt")"
+STEADY=$(json "json.dumps(d['viewers'])" <"$WORK/ci-steady.json")
+[ "$(echo "$STEADY" | json "'ok' if d['started'] == d['viewers'] and d['stalls'] == 0 and d['errors'] == 0 else 'bad'")" = ok ] \
+  || fail "[scenarios] ci-steady: $STEADY"
+log "[scenarios] ci-origin-loss: the followed source is killed, every viewer stays served"
+"$SIM_BIN" run sim/scenarios/ci-origin-loss.toml --json "$WORK/ci-origin-loss.json" >"$WORK/ci-origin-loss.txt" 2>&1 \
+  || fail "[scenarios] ci-origin-loss did not run: $(tail -3 "$WORK/ci-origin-loss.txt")"
+LOSS=$(json "json.dumps(d['viewers'])" <"$WORK/ci-origin-loss.json")
+[ "$(echo "$LOSS" | json "'ok' if d['started'] == d['viewers'] and d['errors'] == 0 and d['continuity'] >= 0.8 else 'bad'")" = ok ] \
+  || fail "[scenarios] ci-origin-loss: $LOSS"
+log "[scenarios] PASS: steady $(echo "$STEADY" | json "'%d/%d viewers, stalls %d, continuity %.3f' % (d['started'], d['viewers'], d['stalls'], d['continuity'])"); origin-loss $(echo "$LOSS" | json "'%d/%d viewers, stalls %d (%.2f s), continuity %.3f' % (d['started'], d['viewers'], d['stalls'], d['stalled_s'], d['continuity'])")"
+
 log "all end-to-end checks passed"
-echo "e2e: 4 passed, 0 failed"
+echo "e2e: 6 passed, 0 failed"

@@ -4,10 +4,10 @@ use anyhow::Context;
 use shoal_node::{Node, NodeConfig};
 use std::path::PathBuf;
 
-/// A set of running nodes and their scratch directory.
+/// A set of nodes (a killed node leaves an empty slot) and their scratch directory.
 pub struct Cluster {
     /// The nodes, in start order.
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<Option<Node>>,
     root: PathBuf,
 }
 
@@ -20,25 +20,51 @@ impl Cluster {
         configure: impl Fn(&mut NodeConfig),
     ) -> anyhow::Result<Self> {
         let root = std::env::temp_dir().join(format!("shoal-sim-{}", std::process::id()));
-        let mut nodes: Vec<Node> = Vec::with_capacity(count);
+        let mut nodes: Vec<Option<Node>> = Vec::with_capacity(count);
         for i in 0..count {
             let mut config = NodeConfig::loopback(root.join(format!("node{i}")));
             config.ingest_keys = vec![key.to_string()];
             configure(&mut config);
-            if let Some(first) = nodes.first() {
+            if let Some(Some(first)) = nodes.first() {
                 config.bootstrap = first.p2p_addrs();
             }
             let node = Node::start(config)
                 .await
                 .with_context(|| format!("starting node {i}"))?;
-            nodes.push(node);
+            nodes.push(Some(node));
         }
         Ok(Self { nodes, root })
     }
 
+    /// Node `i`, if alive.
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes.get(i)?.as_ref()
+    }
+
+    /// The live nodes.
+    pub fn live(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().flatten()
+    }
+
+    /// The live nodes with their start index (their name is `node{index}`).
+    pub fn indexed(&self) -> Vec<(usize, &Node)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((i, n.as_ref()?)))
+            .collect()
+    }
+
+    /// Stops node `i` at once.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i).and_then(Option::take) {
+            node.shutdown().await;
+        }
+    }
+
     /// Stops every node and removes the scratch directory.
     pub async fn stop(self) {
-        for node in self.nodes {
+        for node in self.nodes.into_iter().flatten() {
             node.shutdown().await;
         }
         let _ = std::fs::remove_dir_all(&self.root);

@@ -15,6 +15,7 @@ mod clip;
 mod cluster;
 mod http;
 mod playout;
+mod scenario;
 mod table;
 mod ts;
 mod viewer;
@@ -48,6 +49,14 @@ enum Cmd {
         /// Where the /watch pages load hls.js from (default: a public CDN).
         #[arg(long)]
         hls_js_url: Option<String>,
+    },
+    /// Run a scenario file (sim/scenarios/*.toml) and print its report.
+    Run {
+        /// The scenario file.
+        scenario: std::path::PathBuf,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
     /// Simulated HLS viewers against any node's playlist: startup, stalls, continuity.
     Viewers {
@@ -159,6 +168,36 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Cmd::Run { scenario, json } => {
+            let text = std::fs::read_to_string(&scenario)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
+            let parsed = scenario::file::Scenario::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
+            let report = scenario::run(parsed, DEMO_KEY).await?;
+            let v = &report["viewers"];
+            println!(
+                "scenario {}: {} nodes, {} s, events {}",
+                report["scenario"], report["nodes"], report["duration_s"], report["events"]
+            );
+            println!(
+                "viewers {} (started {}), startup p50/p95/p99 {:.0}/{:.0}/{:.0} ms, stalls {} ({:.1} s), continuity {:.3}, redirects {}, errors {}",
+                v["viewers"],
+                v["started"],
+                v["startup_p50_ms"].as_f64().unwrap_or(f64::NAN),
+                v["startup_p95_ms"].as_f64().unwrap_or(f64::NAN),
+                v["startup_p99_ms"].as_f64().unwrap_or(f64::NAN),
+                v["stalls"],
+                v["stalled_s"].as_f64().unwrap_or(0.0),
+                v["continuity"].as_f64().unwrap_or(0.0),
+                v["redirects"],
+                v["errors"]
+            );
+            println!("{}", report["nodes_at_end"].as_str().unwrap_or(""));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            }
+            Ok(())
+        }
         Cmd::Viewers {
             url,
             count,
@@ -229,13 +268,13 @@ async fn demo(
         }
     })
     .await?;
-    let ingest = cluster.nodes[0].http_addr();
+    let ingest = cluster.node(0).expect("started").http_addr();
     let mut playout = tokio::spawn(playout::run(ingest, stream.clone(), DEMO_KEY.into()));
     let mut header = format!(
         "Shoal demo: {count} nodes on 127.0.0.1, the built-in test stream \"{stream}\" pushed into node0.\n\
          Watch it on any node (the first segment is ready in ~2 s):\n"
     );
-    for (i, node) in cluster.nodes.iter().enumerate() {
+    for (i, node) in cluster.indexed() {
         let http = node.http_addr();
         header.push_str(&format!(
             "  node{i}  http://{http}/watch/{stream}   (VLC/ffplay: http://{http}/live/{stream}/index.m3u8)\n"
@@ -253,7 +292,7 @@ async fn demo(
     let outcome = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let rows = table.render(&cluster.nodes);
+                let rows = table.render(&cluster.indexed());
                 if tty {
                     // Clear and redraw in place.
                     print!("\x1b[2J\x1b[H{header}\n{rows}");
@@ -278,7 +317,7 @@ async fn demo(
 
 async fn mesh(count: usize, key: String, interval: Duration) -> anyhow::Result<()> {
     let cluster = Cluster::start(count, &key, |_| {}).await?;
-    for (i, node) in cluster.nodes.iter().enumerate() {
+    for (i, node) in cluster.indexed() {
         println!(
             "node{i} {} http://{}  (ingest: PUT http://{}/ingest/STREAM/index.m3u8 with Bearer {key})",
             node.peer_id(),
@@ -290,7 +329,7 @@ async fn mesh(count: usize, key: String, interval: Duration) -> anyhow::Result<(
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
-            _ = ticker.tick() => println!("{}", table.render(&cluster.nodes)),
+            _ = ticker.tick() => println!("{}", table.render(&cluster.indexed())),
             _ = tokio::signal::ctrl_c() => break,
         }
     }

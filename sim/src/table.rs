@@ -29,13 +29,13 @@ impl Table {
         Self { last: None }
     }
 
-    /// The table for `nodes` now.
-    pub fn render(&mut self, nodes: &[Node]) -> String {
+    /// The table for `nodes` (with their start index) now.
+    pub fn render(&mut self, nodes: &[(usize, &Node)]) -> String {
         let now = Instant::now();
-        let summaries: Vec<_> = nodes.iter().map(|n| n.summary()).collect();
+        let summaries: Vec<_> = nodes.iter().map(|(_, n)| n.summary()).collect();
         let egress: Vec<u64> = summaries.iter().map(|s| s.egress_bytes).collect();
         let rates: Vec<f64> = match &self.last {
-            Some((at, before)) => {
+            Some((at, before)) if before.len() == egress.len() => {
                 let secs = now.duration_since(*at).as_secs_f64().max(0.001);
                 egress
                     .iter()
@@ -43,12 +43,11 @@ impl Table {
                     .map(|(e, b)| e.saturating_sub(*b) as f64 * 8.0 / secs)
                     .collect()
             }
-            None => vec![0.0; nodes.len()],
+            _ => vec![0.0; nodes.len()],
         };
         self.last = Some((now, egress));
         let names: Vec<(shoal_node::PeerId, String)> = nodes
             .iter()
-            .enumerate()
             .map(|(i, n)| (n.peer_id(), format!("node{i}")))
             .collect();
         let name_of = |p: &shoal_node::PeerId| {
@@ -63,7 +62,7 @@ impl Table {
             "{:<7} {:<9} {:>5} {:>7} {:>7} {:>12} {:>8}  segments came from",
             "node", "peer id", "peers", "streams", "viewers", "egress", "held"
         );
-        for (i, (node, s)) in nodes.iter().zip(&summaries).enumerate() {
+        for (row, ((i, node), s)) in nodes.iter().zip(&summaries).enumerate() {
             let sources: Vec<String> = s
                 .sources
                 .iter()
@@ -80,7 +79,7 @@ impl Table {
                 s.peers,
                 s.streams,
                 s.viewers,
-                rate(rates[i]),
+                rate(rates.get(row).copied().unwrap_or(0.0)),
                 s.segments,
                 sources.join(" ")
             );

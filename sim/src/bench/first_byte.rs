@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 /// is fetched cold and then warm from node B.
 pub async fn run(iterations: usize, size: usize) -> anyhow::Result<Value> {
     let cluster = Cluster::start(2, KEY, |_| {}).await?;
-    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let live: Vec<&shoal_node::Node> = cluster.live().collect();
+    let (a, b) = (live[0], live[1]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while b.summary().peers < 1 {
         if Instant::now() > deadline {

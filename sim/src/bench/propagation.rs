@@ -20,20 +20,21 @@ pub async fn run(
 ) -> anyhow::Result<Value> {
     let cluster = Cluster::start(nodes, KEY, |c| c.core.fanout = fanout).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster.nodes.iter().any(|n| n.summary().peers + 1 < nodes) {
+    while cluster.live().any(|n| n.summary().peers + 1 < nodes) {
         if Instant::now() > deadline {
             bail!("the {nodes}-node mesh did not form");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let name = stream::Name::new("prop").expect("valid");
-    let origin = &cluster.nodes[0];
+    let live: Vec<&shoal_node::Node> = cluster.live().collect();
+    let origin = live[0];
     let mut delays = Vec::new();
     let mut first_hop = Vec::new();
     let mut uploads = Vec::new();
     for seq in 0..segments as u64 {
         // Every other node has a viewer: it prefetches on announcement.
-        for n in &cluster.nodes[1..] {
+        for n in &live[1..] {
             let _ = get(n.http_addr(), "/live/prop/index.m3u8").await;
         }
         let bytes = payload(size, seq);
@@ -48,7 +49,7 @@ pub async fn run(
         let put_done = Instant::now();
         let wait = put_done + Duration::from_secs(30);
         let arrivals = loop {
-            let held: Vec<_> = cluster.nodes[1..]
+            let held: Vec<_> = live[1..]
                 .iter()
                 .map(|n| {
                     n.segment_info(&name, seq)

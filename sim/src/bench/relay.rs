@@ -23,7 +23,8 @@ pub async fn run(
     concurrency: usize,
 ) -> anyhow::Result<Value> {
     let cluster = Cluster::start(2, KEY, |c| c.core.window = segments.max(32)).await?;
-    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let live: Vec<&shoal_node::Node> = cluster.live().collect();
+    let (a, b) = (live[0], live[1]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while b.summary().peers < 1 || a.summary().peers < 1 {
         if Instant::now() > deadline {
