@@ -61,20 +61,35 @@ async fn touch(nodes: &[&ShoalProcess], stream: &str) {
     }
 }
 
-async fn wait_all_hold(nodes: &[&ShoalProcess], stream: &str, seqs: std::ops::Range<u64>) {
-    let what = format!("every node to hold {stream} {seqs:?}");
-    wait_for(&what, Duration::from_secs(40), || async {
+/// Waits until `check` accepts the status of every node in `nodes`.
+async fn wait_every(
+    nodes: &[&ShoalProcess],
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&Value) -> Result<(), String>,
+) {
+    wait_for(what, timeout, || async {
         for n in nodes {
             let s = status(n.http).await.map_err(|e| e.to_string())?;
-            let h = held(&s, stream);
-            if !seqs.clone().all(|q| h.contains(&q)) {
-                return Err(format!("{} holds {h:?}", n.name));
-            }
+            check(&s).map_err(|e| format!("{}: {e}", n.name))?;
         }
         Ok(Some(()))
     })
     .await
     .unwrap();
+}
+
+async fn wait_all_hold(nodes: &[&ShoalProcess], stream: &str, seqs: std::ops::Range<u64>) {
+    let what = format!("every node to hold {stream} {seqs:?}");
+    wait_every(nodes, &what, Duration::from_secs(40), |s| {
+        let h = held(s, stream);
+        if seqs.clone().all(|q| h.contains(&q)) {
+            Ok(())
+        } else {
+            Err(format!("holds {h:?}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -89,21 +104,17 @@ async fn twelve_nodes_bounded_origin_uploads_and_a_killed_relay() {
         nodes.push(ShoalProcess::start(&format!("n{i}"), Some(&boot), &extra).unwrap());
     }
     let formed = Instant::now();
-    wait_for(
+    let all: Vec<&ShoalProcess> = nodes.iter().collect();
+    wait_every(
+        &all,
         "all 12 nodes to know 11 peers",
         Duration::from_secs(40),
-        || async {
-            for n in &nodes {
-                let k = known_peers(&status(n.http).await.map_err(|e| e.to_string())?).len();
-                if k != 11 {
-                    return Err(format!("{} knows {k}", n.name));
-                }
-            }
-            Ok(Some(()))
+        |s| match known_peers(s).len() {
+            11 => Ok(()),
+            k => Err(format!("knows {k}")),
         },
     )
-    .await
-    .unwrap();
+    .await;
     println!("mesh of 12 formed in {:?}", formed.elapsed());
 
     let origin = nodes[1].http;
@@ -166,21 +177,15 @@ async fn twelve_nodes_bounded_origin_uploads_and_a_killed_relay() {
         .filter(|(i, _)| *i != relay)
         .map(|(_, n)| n)
         .collect();
-    wait_for(
-        "every node to notice the dead relay",
-        Duration::from_secs(20),
-        || async {
-            for n in &survivors {
-                let s = status(n.http).await.map_err(|e| e.to_string())?;
-                if known_peers(&s).contains(&relay_id) {
-                    return Err(format!("{} still lists it", n.name));
-                }
-            }
-            Ok(Some(()))
-        },
-    )
-    .await
-    .unwrap();
+    let what = "every node to notice the dead relay";
+    wait_every(&survivors, what, Duration::from_secs(20), |s| {
+        if known_peers(s).contains(&relay_id) {
+            Err("still lists it".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     println!(
         "relay {relay_name} killed; every node noticed within {:?}",
         killed.elapsed()
@@ -205,16 +210,6 @@ async fn twelve_nodes_bounded_origin_uploads_and_a_killed_relay() {
     }
 }
 
-fn playlist_seqs(text: &str) -> Option<(u64, u64)> {
-    let first: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))?
-        .parse()
-        .ok()?;
-    let count = text.lines().filter(|l| l.starts_with("#EXTINF")).count() as u64;
-    (count > 0).then(|| (first, first + count - 1))
-}
-
 /// Watches `viewer`'s playlist of `stream` until its newest segment passes `beyond` by
 /// three and a discontinuity shows, checking the media sequence never goes back.
 /// Returns how long after `since` the first segment past `beyond` appeared.
@@ -236,7 +231,10 @@ async fn watch_continuity(
         let r = http::get(viewer, &path, &[]).await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         let text = r.text();
-        let (first, newest) = playlist_seqs(&text).expect("playlist with segments");
+        let (first, newest) = media_playlist(&text)
+            .unwrap()
+            .seq_range()
+            .expect("playlist with segments");
         assert!(
             first >= last_first,
             "media sequence went back: {last_first} -> {first}\n{text}"
@@ -267,7 +265,8 @@ async fn newest_on(viewer: SocketAddr, stream: &str, at_least: u64) -> u64 {
             let r = http::get(viewer, &path, &[])
                 .await
                 .map_err(|e| e.to_string())?;
-            let newest = playlist_seqs(&r.text()).map(|p| p.1);
+            let playlist = media_playlist(&r.text()).map_err(|e| e.to_string())?;
+            let newest = playlist.seq_range().map(|p| p.1);
             Ok(newest.filter(|&n| n >= at_least))
         },
     )

@@ -68,24 +68,6 @@ async fn nodes_learn_each_other_through_one_bootstrap_peer_and_expire_the_dead()
     }
 }
 
-/// Segment URIs of a media playlist, in order.
-fn uris(playlist: &str) -> Vec<String> {
-    playlist
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(String::from)
-        .collect()
-}
-
-fn media_sequence(playlist: &str) -> u64 {
-    playlist
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
-        .expect("media sequence")
-        .parse()
-        .unwrap()
-}
-
 async fn live_stream_crosses_the_mesh(packaging: Packaging, stream: &str) {
     init_logging();
     let nodes = mesh(vec![config("a"), config("b"), config("c")])
@@ -108,8 +90,11 @@ async fn live_stream_crosses_the_mesh(packaging: Packaging, stream: &str) {
             if r.status != 200 {
                 return Err(format!("{} {}", r.status, r.text()));
             }
-            let text = r.text();
-            Ok((uris(&text).len() >= 3).then_some(r))
+            let listed = media_playlist(&r.text())
+                .map_err(|e| e.to_string())?
+                .entries
+                .len();
+            Ok((listed >= 3).then_some(r))
         },
     )
     .await
@@ -130,15 +115,16 @@ async fn live_stream_crosses_the_mesh(packaging: Packaging, stream: &str) {
             .await
             .map_err(|e| e.to_string())?;
         let text = r.text();
-        Ok(text.contains("#EXT-X-ENDLIST").then_some(text))
+        let ended = media_playlist(&text).map_err(|e| e.to_string())?.ended;
+        Ok(ended.then_some(text))
     })
     .await
     .unwrap();
     // B and C give the same playlist: same media sequence numbers for the same segments.
     let on_b = http::get(b, &playlist_path, &[]).await.unwrap().text();
     assert_eq!(on_b, last, "B and C disagree on the playlist");
-    let seq0 = media_sequence(&last);
-    let names = uris(&last);
+    let parsed = media_playlist(&last).unwrap();
+    let names: Vec<String> = parsed.entries.iter().map(|e| e.file.clone()).collect();
     assert!(names.len() >= 5, "{last}");
 
     // Every segment (and the init segment) from C is byte-identical to B's ingest copy,
@@ -147,13 +133,8 @@ async fn live_stream_crosses_the_mesh(packaging: Packaging, stream: &str) {
     let b_stream = stream_status(&b_status, stream).unwrap().clone();
     let mut files = names.clone();
     if let Packaging::Fmp4 = packaging {
-        let map = last
-            .lines()
-            .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
-            .expect("fMP4 playlist has a map")
-            .trim_end_matches('"')
-            .to_string();
-        files.push(map);
+        let map = parsed.entries[0].init.clone();
+        files.push(map.expect("fMP4 playlist has a map"));
     }
     for file in &files {
         let path = format!("/live/{stream}/{file}");
@@ -183,7 +164,7 @@ async fn live_stream_crosses_the_mesh(packaging: Packaging, stream: &str) {
             assert_eq!(signed["via"], "ingest");
         }
     }
-    let newest = seq0 + names.len() as u64 - 1;
+    let (_, newest) = parsed.seq_range().unwrap();
     assert!(newest >= 5, "8 s of 1 s segments, newest is {newest}");
 
     // C's status: what it served came from B over the data plane, not from an encoder.

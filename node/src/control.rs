@@ -428,7 +428,7 @@ impl Driver {
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
                 if let Ok(event) = verdict {
                     if let Event::Status(s) = &event {
-                        tracing::trace!(me = %self.swarm.local_peer_id(), from = %propagation_source, signer = %s.signer, "status received");
+                        tracing::trace!(from = %propagation_source, signer = %s.signer, "status received");
                     }
                     self.emit(event).await;
                 }

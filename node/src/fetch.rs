@@ -292,21 +292,20 @@ impl Shared {
                 continue;
             }
             tried.push(peer);
-            let peer = &peer;
-            let Some(target) = self.target(peer) else {
+            let Some(target) = self.target(&peer) else {
                 continue;
             };
             match self.client.fetch_bytes(target, request, size).await {
                 Ok((bytes, got)) if bytes.len() as u64 == size && got == hash => {
                     add(&self.metrics.fetch_ok, 1);
                     add(&self.metrics.data_bytes_in, size);
-                    if let Some(rtt) = self.client.rtt(peer) {
+                    if let Some(rtt) = self.client.rtt(&peer) {
                         self.core
                             .lock()
                             .expect("poisoned")
-                            .handle_rtt(*peer, rtt, Instant::now());
+                            .handle_rtt(peer, rtt, Instant::now());
                     }
-                    return Ok((bytes, *peer));
+                    return Ok((bytes, peer));
                 }
                 Ok(_) => {
                     add(&self.metrics.fetch_bad_bytes, 1);
@@ -314,7 +313,7 @@ impl Shared {
                     self.core
                         .lock()
                         .expect("poisoned")
-                        .handle_bad_bytes(*peer, Instant::now());
+                        .handle_bad_bytes(peer, Instant::now());
                     last = FetchError::AllFailed(DataError::Protocol("bad bytes".into()));
                 }
                 Err(DataError::Busy(fed)) => {
@@ -322,7 +321,7 @@ impl Shared {
                     busy = true;
                     let now = Instant::now();
                     let mut core = self.core.lock().expect("poisoned");
-                    core.handle_busy(*peer, now);
+                    core.handle_busy(peer, now);
                     // Ask the peers it fed next: they hold the segment or will serve it
                     // the moment their own pull lands.
                     for p in fed.into_iter().rev() {

@@ -6,9 +6,9 @@ use std::fmt::Write;
 /// Longest file name accepted in an encoder's playlist or an ingest URL.
 pub const MAX_FILE_NAME: usize = 128;
 
-/// One media segment listed in an encoder's playlist.
+/// One media segment listed in a media playlist.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EncoderEntry {
+pub struct MediaEntry {
     /// File name (last path component of the URI).
     pub file: String,
     /// `#EXTINF` duration in milliseconds.
@@ -19,11 +19,14 @@ pub struct EncoderEntry {
     pub init: Option<String>,
 }
 
-/// An encoder's media playlist, as far as Shoal needs it.
+/// A media playlist (an encoder's, or a node's as a player reads it), as far as Shoal
+/// needs it.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct EncoderPlaylist {
+pub struct MediaPlaylist {
+    /// `#EXT-X-MEDIA-SEQUENCE`: the sequence number of the first entry (0 if absent).
+    pub media_sequence: u64,
     /// Segments in order.
-    pub entries: Vec<EncoderEntry>,
+    pub entries: Vec<MediaEntry>,
     /// `#EXT-X-ENDLIST` was present.
     pub ended: bool,
 }
@@ -62,14 +65,22 @@ fn file_of(uri: &str) -> Result<String, PlaylistError> {
     }
 }
 
-/// Parses an encoder's media playlist.
-pub fn parse_encoder_playlist(bytes: &[u8]) -> Result<EncoderPlaylist, PlaylistError> {
+impl MediaPlaylist {
+    /// Sequence numbers of the first and last entries (None when empty).
+    pub fn seq_range(&self) -> Option<(u64, u64)> {
+        let count = self.entries.len() as u64;
+        (count > 0).then(|| (self.media_sequence, self.media_sequence + count - 1))
+    }
+}
+
+/// Parses a media playlist.
+pub fn parse_media_playlist(bytes: &[u8]) -> Result<MediaPlaylist, PlaylistError> {
     let text = std::str::from_utf8(bytes).map_err(|_| PlaylistError::NotHls)?;
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     if lines.next() != Some("#EXTM3U") {
         return Err(PlaylistError::NotHls);
     }
-    let mut out = EncoderPlaylist::default();
+    let mut out = MediaPlaylist::default();
     let mut pending: Option<u32> = None;
     let mut discontinuity = false;
     let mut init: Option<String> = None;
@@ -83,6 +94,11 @@ pub fn parse_encoder_playlist(bytes: &[u8]) -> Result<EncoderPlaylist, PlaylistE
                 return Err(PlaylistError::BadDuration(secs.into()));
             }
             pending = Some((d * 1000.0).round() as u32);
+        } else if let Some(seq) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            out.media_sequence = seq
+                .trim()
+                .parse()
+                .map_err(|_| PlaylistError::Unsupported(line.chars().take(80).collect()))?;
         } else if line == "#EXT-X-DISCONTINUITY" {
             discontinuity = true;
         } else if line == "#EXT-X-ENDLIST" {
@@ -96,7 +112,7 @@ pub fn parse_encoder_playlist(bytes: &[u8]) -> Result<EncoderPlaylist, PlaylistE
         } else if line.starts_with('#') {
             continue;
         } else if let Some(duration_ms) = pending.take() {
-            out.entries.push(EncoderEntry {
+            out.entries.push(MediaEntry {
                 file: file_of(line)?,
                 duration_ms,
                 discontinuity: std::mem::take(&mut discontinuity),
@@ -192,9 +208,11 @@ mod tests {
 
     #[test]
     fn parses_ffmpeg_ts_playlists() {
-        let p = parse_encoder_playlist(FFMPEG_TS.as_bytes()).unwrap();
+        let p = parse_media_playlist(FFMPEG_TS.as_bytes()).unwrap();
         assert!(p.ended);
         assert_eq!(p.entries.len(), 2);
+        assert_eq!(p.media_sequence, 3);
+        assert_eq!(p.seq_range(), Some((3, 4)));
         assert_eq!(p.entries[0].file, "index3.ts");
         assert_eq!(p.entries[0].duration_ms, 2000);
         assert!(!p.entries[0].discontinuity);
@@ -205,27 +223,36 @@ mod tests {
 
     #[test]
     fn parses_fmp4_map() {
-        let p = parse_encoder_playlist(FFMPEG_FMP4.as_bytes()).unwrap();
+        let p = parse_media_playlist(FFMPEG_FMP4.as_bytes()).unwrap();
         assert_eq!(p.entries[0].init.as_deref(), Some("init.mp4"));
+        assert_eq!(p.seq_range(), Some((0, 0)));
         assert!(!p.ended);
     }
 
     #[test]
     fn rejects_junk() {
-        assert_eq!(parse_encoder_playlist(b"hello"), Err(PlaylistError::NotHls));
+        assert_eq!(parse_media_playlist(b"hello"), Err(PlaylistError::NotHls));
         assert_eq!(
-            parse_encoder_playlist(&[0xff, 0xfe]),
+            parse_media_playlist(&[0xff, 0xfe]),
             Err(PlaylistError::NotHls)
         );
         assert!(matches!(
-            parse_encoder_playlist(b"#EXTM3U\n#EXTINF:abc,\nx.ts\n"),
+            parse_media_playlist(b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x\n"),
+            Err(PlaylistError::Unsupported(_))
+        ));
+        assert_eq!(
+            parse_media_playlist(b"#EXTM3U\n").unwrap().seq_range(),
+            None
+        );
+        assert!(matches!(
+            parse_media_playlist(b"#EXTM3U\n#EXTINF:abc,\nx.ts\n"),
             Err(PlaylistError::BadDuration(_))
         ));
         // Only the last path component is used as a key.
-        let p = parse_encoder_playlist(b"#EXTM3U\n#EXTINF:2,\n../../etc/passwd\n").unwrap();
+        let p = parse_media_playlist(b"#EXTM3U\n#EXTINF:2,\n../../etc/passwd\n").unwrap();
         assert_eq!(p.entries[0].file, "passwd");
         assert!(matches!(
-            parse_encoder_playlist(b"#EXTM3U\n#EXTINF:2,\n..\n"),
+            parse_media_playlist(b"#EXTM3U\n#EXTINF:2,\n..\n"),
             Err(PlaylistError::Unsupported(_))
         ));
         assert!(valid_file_name("index0.ts"));

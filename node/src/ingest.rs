@@ -11,7 +11,7 @@ use shoal_protocol::content::ContentId;
 use shoal_protocol::segment::{Container, InitRef, Seq};
 use std::collections::{HashMap, VecDeque};
 
-use crate::hls::EncoderPlaylist;
+use crate::hls::MediaPlaylist;
 
 /// Files waiting for a playlist to list them. An encoder has at most one or two segments
 /// in flight; 16 tolerates a burst without letting a client park unbounded data.
@@ -98,7 +98,7 @@ impl Assembler {
     /// Resolves a playlist. `mesh_next` is the next sequence number the mesh expects for
     /// this stream (newest known + 1): numbering always continues the mesh's, so a stream
     /// moved or failed over to this node keeps counting.
-    pub fn on_playlist(&mut self, playlist: &EncoderPlaylist, mesh_next: Seq) -> Assembled {
+    pub fn on_playlist(&mut self, playlist: &MediaPlaylist, mesh_next: Seq) -> Assembled {
         let mut out = Assembled {
             ended: playlist.ended,
             ..Assembled::default()
@@ -164,10 +164,10 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hls::parse_encoder_playlist;
+    use crate::hls::parse_media_playlist;
 
-    fn playlist(text: &str) -> EncoderPlaylist {
-        parse_encoder_playlist(text.as_bytes()).unwrap()
+    fn playlist(text: &str) -> MediaPlaylist {
+        parse_media_playlist(text.as_bytes()).unwrap()
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `sim/assets/clip/`): six 2 s MPEG-TS segments, embedded in the binary so the demo
 //! needs nothing installed.
 
-use shoal_node::hls::parse_encoder_playlist;
+use shoal_node::hls::parse_media_playlist;
 
 const PLAYLIST: &str = include_str!("../assets/clip/clip.m3u8");
 const SEGMENTS: [&[u8]; 6] = [
@@ -25,7 +25,7 @@ pub struct Segment {
 
 /// The clip's segments in order.
 pub fn segments() -> Vec<Segment> {
-    let playlist = parse_encoder_playlist(PLAYLIST.as_bytes()).expect("committed clip playlist");
+    let playlist = parse_media_playlist(PLAYLIST.as_bytes()).expect("committed clip playlist");
     assert_eq!(
         playlist.entries.len(),
         SEGMENTS.len(),

@@ -34,16 +34,17 @@ impl Table {
         let now = Instant::now();
         let summaries: Vec<_> = nodes.iter().map(|(_, n)| n.summary()).collect();
         let egress: Vec<u64> = summaries.iter().map(|s| s.egress_bytes).collect();
-        let rates: Vec<f64> = match &self.last {
+        // A rate needs an earlier sample of the same nodes; until then it is unknown.
+        let rates: Vec<Option<f64>> = match &self.last {
             Some((at, before)) if before.len() == egress.len() => {
                 let secs = now.duration_since(*at).as_secs_f64().max(0.001);
                 egress
                     .iter()
                     .zip(before)
-                    .map(|(e, b)| e.saturating_sub(*b) as f64 * 8.0 / secs)
+                    .map(|(e, b)| Some(e.saturating_sub(*b) as f64 * 8.0 / secs))
                     .collect()
             }
-            _ => vec![0.0; nodes.len()],
+            _ => vec![None; nodes.len()],
         };
         self.last = Some((now, egress));
         let names: Vec<(shoal_node::PeerId, String)> = nodes
@@ -79,7 +80,11 @@ impl Table {
                 s.peers,
                 s.streams,
                 s.viewers,
-                rate(rates.get(row).copied().unwrap_or(0.0)),
+                rates
+                    .get(row)
+                    .copied()
+                    .flatten()
+                    .map_or_else(|| "-".to_string(), rate),
                 s.segments,
                 sources.join(" ")
             );

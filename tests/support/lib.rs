@@ -113,6 +113,11 @@ pub async fn wait_known(addr: SocketAddr, ids: &[&str]) -> anyhow::Result<()> {
     .await
 }
 
+/// Parses a node's live playlist with the node's own HLS parser.
+pub fn media_playlist(text: &str) -> anyhow::Result<shoal_node::hls::MediaPlaylist> {
+    Ok(shoal_node::hls::parse_media_playlist(text.as_bytes())?)
+}
+
 /// The status entry of `stream`.
 pub fn stream_status<'a>(status: &'a Value, stream: &str) -> Option<&'a Value> {
     status["streams"]

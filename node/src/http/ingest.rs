@@ -3,7 +3,7 @@
 //! init uploads, `DELETE` of old segments, persistent connections).
 
 use super::{HttpError, read_body};
-use crate::hls::{self, parse_encoder_playlist};
+use crate::hls::{self, parse_media_playlist};
 use crate::ingest::{Ready, container_of};
 use crate::metrics::add;
 use crate::node::{Shared, unix_millis};
@@ -128,7 +128,7 @@ async fn put_inner(
         }
         return Ok(StatusCode::CREATED);
     }
-    let playlist = parse_encoder_playlist(&bytes)
+    let playlist = parse_media_playlist(&bytes)
         .map_err(|e| HttpError::BadRequest(format!("playlist: {e}")))?;
     let assembled = assembler.on_playlist(&playlist, node.next_seq(&name));
     let (source, last_signer) = {

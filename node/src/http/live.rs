@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use shoal_protocol::content::ContentId;
-use shoal_protocol::segment;
+use shoal_protocol::segment::{self, Container};
 use shoal_protocol::stream;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,6 +28,13 @@ const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 enum Wanted {
     Playlist,
     Segment(segment::Seq),
+    Init(ContentId),
+}
+
+/// A request resolved against the core: what to send.
+enum Resolved {
+    Playlist,
+    Segment(segment::Id, Container),
     Init(ContentId),
 }
 
@@ -66,26 +73,29 @@ pub async fn get(
         .map_err(|e| HttpError::BadRequest(format!("invalid stream name: {e}")))?;
     let what = wanted(&file).ok_or(HttpError::NotFound("no such file"))?;
     add(&node.metrics.viewer_requests, 1);
-    node.core.lock().expect("poisoned").handle_viewer(
-        &name,
-        viewer_key(client.ip()),
-        Instant::now(),
-    );
-    node.run_actions();
-    let response = match what {
-        Wanted::Playlist => playlist(&node, &name).await?,
-        Wanted::Segment(seq) => {
-            let id = segment::Id {
-                stream: name.clone(),
-                seq,
-            };
-            let container = node
-                .core
-                .lock()
-                .expect("poisoned")
-                .announcement(&id)
-                .map(|a| a.value.container)
-                .ok_or(HttpError::NotFound("segment not in this stream's window"))?;
+    // One core lock per request: count the viewer and resolve a segment's container.
+    let resolved = {
+        let mut core = node.core.lock().expect("poisoned");
+        core.handle_viewer(&name, viewer_key(client.ip()), Instant::now());
+        match what {
+            Wanted::Playlist => Resolved::Playlist,
+            Wanted::Init(hash) => Resolved::Init(hash),
+            Wanted::Segment(seq) => {
+                let id = segment::Id {
+                    stream: name.clone(),
+                    seq,
+                };
+                let container = core
+                    .announcement(&id)
+                    .map(|a| a.value.container)
+                    .ok_or(HttpError::NotFound("segment not in this stream's window"))?;
+                Resolved::Segment(id, container)
+            }
+        }
+    };
+    let response = match resolved {
+        Resolved::Playlist => playlist(&node, &name).await?,
+        Resolved::Segment(id, container) => {
             if !file.ends_with(container.extension()) {
                 return Err(HttpError::NotFound("no such segment"));
             }
@@ -97,7 +107,7 @@ pub async fn get(
                 "public, max-age=3600",
             )
         }
-        Wanted::Init(hash) => {
+        Resolved::Init(hash) => {
             let bytes = node.init(&name, hash).await.map_err(unavailable)?;
             range::respond(&headers, bytes, "video/mp4", "public, max-age=3600")
         }

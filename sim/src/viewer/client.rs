@@ -4,7 +4,7 @@
 
 use super::playout::{Figures, Playout};
 use crate::http::{get, parse_url};
-use shoal_node::hls::parse_encoder_playlist;
+use shoal_node::hls::parse_media_playlist;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -24,14 +24,6 @@ pub struct Outcome {
     pub errors: u32,
     /// The node that served it.
     pub node: Option<SocketAddr>,
-}
-
-/// Media sequence number of a playlist.
-fn media_sequence(text: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Watches the live playlist at `url` for `duration`.
@@ -72,11 +64,11 @@ pub async fn watch(url: &str, duration: Duration) -> Outcome {
         }
         outcome.node = Some(addr);
         let text = String::from_utf8_lossy(&response.body).into_owned();
-        let Ok(playlist) = parse_encoder_playlist(text.as_bytes()) else {
+        let Ok(playlist) = parse_media_playlist(text.as_bytes()) else {
             outcome.errors += 1;
             continue;
         };
-        let first = media_sequence(&text);
+        let first = playlist.media_sequence;
         let last = first + playlist.entries.len() as u64;
         next.get_or_insert(last.saturating_sub(LIVE_OFFSET).max(first));
         let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
