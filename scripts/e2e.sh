@@ -212,5 +212,20 @@ LOSS=$(json "json.dumps(d['viewers'])" <"$WORK/ci-origin-loss.json")
   || fail "[scenarios] ci-origin-loss: $LOSS"
 log "[scenarios] PASS: steady $(echo "$STEADY" | json "'%d/%d viewers, stalls %d, continuity %.3f' % (d['started'], d['viewers'], d['stalls'], d['continuity'])"); origin-loss $(echo "$LOSS" | json "'%d/%d viewers, stalls %d (%.2f s), continuity %.3f' % (d['started'], d['viewers'], d['stalls'], d['stalled_s'], d['continuity'])")"
 
+# Load balancing (issue #5): invariants, not timings.
+log "[balance] ci-skewed: unequal capacities, Zipf demand, a flash crowd; Shoal vs baselines"
+"$SIM_BIN" run sim/scenarios/ci-skewed.toml --json "$WORK/ci-skewed.json" >"$WORK/ci-skewed.txt" 2>&1 \
+  || fail "[balance] ci-skewed did not run: $(tail -3 "$WORK/ci-skewed.txt")"
+SKEW=$(json "json.dumps({r['balancer']: {'started': r['viewers']['started'], 'viewers': r['viewers']['viewers'], 'stalls': r['viewers']['stalls'], 'redirects': r['viewers']['redirects'], 'over': r['load']['overloaded_node_seconds'], 'peak': r['load']['peak_utilization']} for r in d['runs']})" <"$WORK/ci-skewed.json")
+[ "$(echo "$SKEW" | json "'ok' if d['shoal']['started'] == d['shoal']['viewers'] and d['shoal']['stalls'] == 0 and d['shoal']['redirects'] > 0 and d['shoal']['over'] <= d['round-robin']['over'] else 'bad'")" = ok ] \
+  || fail "[balance] ci-skewed: $SKEW"
+log "[balance] ci-drain: a node drained mid-stream, no viewer stalls"
+"$SIM_BIN" run sim/scenarios/ci-drain.toml --json "$WORK/ci-drain.json" >"$WORK/ci-drain.txt" 2>&1 \
+  || fail "[balance] ci-drain did not run: $(tail -3 "$WORK/ci-drain.txt")"
+DRAIN=$(json "json.dumps(d['viewers'])" <"$WORK/ci-drain.json")
+[ "$(echo "$DRAIN" | json "'ok' if d['started'] == d['viewers'] and d['stalls'] == 0 and d['redirects'] > 0 else 'bad'")" = ok ] \
+  || fail "[balance] ci-drain: $DRAIN"
+log "[balance] PASS: skewed $(echo "$SKEW" | json "'; '.join('%s %d/%d served, %d node-s over capacity, peak %.0f%%' % (k, v['started'], v['viewers'], v['over'], v['peak'] * 100) for k, v in d.items())"); drain $(echo "$DRAIN" | json "'%d/%d viewers, stalls %d, redirects %d' % (d['started'], d['viewers'], d['stalls'], d['redirects'])")"
+
 log "all end-to-end checks passed"
-echo "e2e: 6 passed, 0 failed"
+echo "e2e: 8 passed, 0 failed"

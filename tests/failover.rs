@@ -13,35 +13,6 @@ use std::time::{Duration, Instant};
 
 const FANOUT: usize = 4;
 
-/// Pushes synthetic segment `seq` (and a sliding playlist) into `addr`, as an encoder.
-async fn push_segment(addr: SocketAddr, stream: &str, seq: u64) {
-    let auth = format!("Bearer {KEY}");
-    let h = [("Authorization", auth.as_str())];
-    let body: Vec<u8> = (0..200 * 1024u32)
-        .map(|i| (i as u64 ^ seq.wrapping_mul(0x9e37)) as u8)
-        .collect();
-    let r = http::request(
-        addr,
-        "PUT",
-        &format!("/ingest/{stream}/seg{seq}.ts"),
-        &h,
-        Some(&body),
-        true,
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 201, "{}", r.text());
-    let mut playlist = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:1\n");
-    for s in seq.saturating_sub(4)..=seq {
-        playlist.push_str(&format!("#EXTINF:1.0,\nseg{s}.ts\n"));
-    }
-    let path = format!("/ingest/{stream}/index.m3u8");
-    let r = http::request(addr, "PUT", &path, &h, Some(playlist.as_bytes()), false)
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201);
-}
-
 fn held(status: &Value, stream: &str) -> Vec<u64> {
     stream_status(status, stream)
         .and_then(|s| s["segments"].as_array())

@@ -3,6 +3,7 @@
 
 use crate::core;
 use crate::data::server::Faults;
+use crate::units;
 use clap::Args;
 use libp2p::Multiaddr;
 use serde::Deserialize;
@@ -32,6 +33,11 @@ pub struct NodeConfig {
     pub core: core::Config,
     /// Where the `/watch` page loads hls.js from.
     pub hls_js_url: String,
+    /// Token for the admin API (`POST /api/drain`); none: the admin API is off.
+    pub admin_token: Option<String>,
+    /// How long a draining node keeps serving its admitted viewers before handing them
+    /// off.
+    pub drain_timeout: Duration,
     /// Fault injection for tests.
     pub faults: Faults,
 }
@@ -48,12 +54,24 @@ impl NodeConfig {
             bootstrap: vec![],
             ingest_keys: vec![],
             advertise_ip: None,
-            core: core::Config::default(),
+            // Many nodes share one process (and its CPU figure) in tests and the
+            // simulator: CPU must not stop them taking viewers.
+            core: core::Config {
+                cpu_limit_permille: 0,
+                ..core::Config::default()
+            },
             hls_js_url: crate::http::watch::DEFAULT_HLS_JS_URL.to_string(),
+            admin_token: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             faults: Faults::default(),
         }
     }
 }
+
+/// How long a draining node serves its admitted viewers by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default share of the egress capacity kept for ingest and relaying.
+pub const DEFAULT_INGEST_RESERVE: &str = "20%";
 
 /// `shoal run` flags. Each may also come from the environment or the config file.
 #[derive(Debug, Args, Default)]
@@ -98,6 +116,25 @@ pub struct RunArgs {
     /// [default: 4].
     #[arg(long, env = "SHOAL_FANOUT")]
     pub fanout: Option<usize>,
+    /// Egress this node may send, e.g. 500mbit, 2gbit; viewers beyond it are redirected
+    /// to peers [default: no limit].
+    #[arg(long, env = "SHOAL_EGRESS_CAPACITY", value_parser = units::parse_rate)]
+    pub egress_capacity: Option<u64>,
+    /// Share of the egress capacity kept for ingest and relaying to peers, as a
+    /// percentage (20%) or a rate (100mbit) [default: 20%].
+    #[arg(long, env = "SHOAL_INGEST_RESERVE", value_parser = units::Share::parse)]
+    pub ingest_reserve: Option<units::Share>,
+    /// Above this CPU use (percent of all cores) the node takes no new viewers; 0 turns
+    /// the check off [default: 90].
+    #[arg(long, env = "SHOAL_CPU_LIMIT")]
+    pub cpu_limit: Option<u16>,
+    /// Token for the admin API (POST /api/drain); without it the admin API is off.
+    #[arg(long, env = "SHOAL_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Seconds a draining node keeps serving its viewers before handing them off
+    /// [default: 30].
+    #[arg(long, env = "SHOAL_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
     /// URL the /watch player page loads hls.js from [default: jsdelivr CDN].
     #[arg(long, env = "SHOAL_HLS_JS_URL")]
     pub hls_js_url: Option<String>,
@@ -126,6 +163,11 @@ struct FileConfig {
     peer_timeout: Option<u64>,
     fanout: Option<usize>,
     hls_js_url: Option<String>,
+    egress_capacity: Option<String>,
+    ingest_reserve: Option<String>,
+    cpu_limit: Option<u16>,
+    admin_token: Option<String>,
+    drain_timeout: Option<u64>,
 }
 
 fn multiaddrs(list: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
@@ -154,7 +196,31 @@ impl RunArgs {
             None => FileConfig::default(),
         };
         let defaults = core::Config::default();
+        let capacity = match self.egress_capacity {
+            Some(c) => c,
+            None => file
+                .egress_capacity
+                .as_deref()
+                .map(units::parse_rate)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("egress_capacity: {e}"))?
+                .unwrap_or(0),
+        };
+        let reserve = match self.ingest_reserve {
+            Some(r) => r,
+            None => units::Share::parse(
+                file.ingest_reserve
+                    .as_deref()
+                    .unwrap_or(DEFAULT_INGEST_RESERVE),
+            )
+            .map_err(|e| anyhow::anyhow!("ingest_reserve: {e}"))?,
+        };
+        let cpu_limit = self.cpu_limit.or(file.cpu_limit).unwrap_or(90);
+        anyhow::ensure!(cpu_limit <= 100, "cpu_limit must be a percentage (0-100)");
         let core = core::Config {
+            egress_capacity_bps: capacity,
+            ingest_reserve_bps: reserve.of(capacity),
+            cpu_limit_permille: cpu_limit * 10,
             window: self
                 .window
                 .or(file.window)
@@ -213,6 +279,14 @@ impl RunArgs {
                 .hls_js_url
                 .or(file.hls_js_url)
                 .unwrap_or_else(|| crate::http::watch::DEFAULT_HLS_JS_URL.to_string()),
+            admin_token: self
+                .admin_token
+                .or(file.admin_token)
+                .filter(|t| !t.is_empty()),
+            drain_timeout: self
+                .drain_timeout
+                .or(file.drain_timeout)
+                .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs),
             faults: Faults {
                 corrupt_egress: self.fault_corrupt_egress,
             },

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod cpu;
 pub mod data;
 pub mod fetch;
 pub mod hls;
@@ -18,6 +19,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod node;
 pub mod store;
+pub mod units;
 
 pub use config::NodeConfig;
 pub use node::Node;

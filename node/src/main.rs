@@ -1,4 +1,7 @@
-//! The `shoal` binary: `shoal run` starts a node, `shoal id` prints a node's peer id.
+//! The `shoal` binary: `shoal run` starts a node, `shoal drain` drains a running one,
+//! `shoal id` prints a node's peer id.
+
+mod drain;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use shoal_node::config::RunArgs;
@@ -27,6 +30,19 @@ enum LogFormat {
 enum Cmd {
     /// Start a node.
     Run(Box<RunArgs>),
+    /// Drain a running node: it redirects new viewers, serves its own until they leave
+    /// (or its drain timeout), hands them off, leaves the mesh and exits.
+    Drain {
+        /// The node's HTTP address.
+        #[arg(long, env = "SHOAL_HTTP", default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
+        /// The node's admin token.
+        #[arg(long, env = "SHOAL_ADMIN_TOKEN")]
+        admin_token: String,
+        /// Wait until the node has exited.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Print the node's peer id (creating its identity key if missing).
     Id {
         /// The node's state directory.
@@ -63,26 +79,59 @@ async fn main() -> anyhow::Result<()> {
             if config.ingest_keys.is_empty() {
                 tracing::warn!("no --ingest-key given: this node refuses ingest");
             }
+            let drain_timeout = config.drain_timeout;
             let node = Node::start(config).await?;
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            node.shutdown().await;
+            match stop_signal(&node).await {
+                Stop::Now => {
+                    tracing::info!("shutting down");
+                    node.shutdown().await;
+                }
+                Stop::Drain => {
+                    // A second SIGINT/SIGTERM while draining stops at once.
+                    tokio::select! {
+                        _ = node.drain(drain_timeout) => {}
+                        _ = tokio::signal::ctrl_c() => tracing::warn!("drain interrupted"),
+                        _ = terminate() => tracing::warn!("drain interrupted"),
+                    }
+                }
+            }
             Ok(())
         }
+        Cmd::Drain {
+            http,
+            admin_token,
+            wait,
+        } => drain::request(http, &admin_token, wait).await,
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// How the node should stop.
+enum Stop {
+    /// Ctrl-C: at once.
+    Now,
+    /// SIGTERM or `POST /api/drain`: drain first.
+    Drain,
+}
+
+async fn stop_signal(node: &Node) -> Stop {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Stop::Now,
+        _ = terminate() => Stop::Drain,
+        _ = node.drain_requested() => Stop::Drain,
+    }
+}
+
+/// Resolves on SIGTERM (never elsewhere).
+async fn terminate() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    std::future::pending::<()>().await;
 }

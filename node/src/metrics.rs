@@ -31,6 +31,12 @@ pub struct Metrics {
     pub http_bytes_out: AtomicU64,
     /// Viewer requests (playlists and segments).
     pub viewer_requests: AtomicU64,
+    /// Viewers served here on their first playlist request.
+    pub viewers_admitted: AtomicU64,
+    /// Viewers redirected to a peer (load, drain or hand-off).
+    pub viewers_redirected: AtomicU64,
+    /// Viewers refused with 503: no node had room.
+    pub viewers_refused: AtomicU64,
     /// Gossip messages published.
     pub gossip_published: AtomicU64,
     /// Bytes of gossip published.
@@ -46,6 +52,11 @@ impl Metrics {
     /// Egress bytes so far (viewers and peers).
     pub fn egress_bytes(&self) -> u64 {
         self.http_bytes_out.load(Ordering::Relaxed) + self.data_bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// Viewer requests so far.
+    pub fn viewer_requests(&self) -> u64 {
+        self.viewer_requests.load(Ordering::Relaxed)
     }
 
     /// All counters as (name, help, value).
@@ -111,6 +122,21 @@ impl Metrics {
                 "shoal_viewer_requests_total",
                 "Viewer playlist and segment requests",
                 l(&self.viewer_requests),
+            ),
+            (
+                "shoal_viewers_admitted_total",
+                "Viewers served here on their first playlist request",
+                l(&self.viewers_admitted),
+            ),
+            (
+                "shoal_viewers_redirected_total",
+                "Viewers redirected to a peer",
+                l(&self.viewers_redirected),
+            ),
+            (
+                "shoal_viewers_refused_total",
+                "Viewers refused: no node had room",
+                l(&self.viewers_refused),
             ),
             (
                 "shoal_gossip_published_total",

@@ -24,7 +24,7 @@ use shoal_protocol::gossip::Gossip;
 use shoal_protocol::identity::Keypair;
 use shoal_protocol::segment::Seq;
 use shoal_protocol::signed::Signed;
-use shoal_protocol::status::{self, Load, Status};
+use shoal_protocol::status::{self, Status};
 use shoal_protocol::stream;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -41,6 +41,10 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// How long a data-plane request for a segment this node is still pulling waits for the
 /// pull to land before it is answered (not found).
 const RELAY_WAIT: Duration = Duration::from_secs(5);
+/// A draining node in hand-off leaves once viewers have been silent this long...
+pub const HAND_OFF_QUIET: Duration = Duration::from_secs(3);
+/// ...or after this long in any case.
+pub const HAND_OFF_MAX: Duration = Duration::from_secs(15);
 /// How long start-up waits for the swarm to report its listen addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
@@ -93,7 +97,18 @@ pub struct Shared {
     pub(crate) fingerprint: ContentId,
     pub(crate) started: Instant,
     status_version: AtomicU64,
-    egress_sample: Mutex<(Instant, u64, u64)>,
+    egress_sample: Mutex<EgressSample>,
+    cpu: Mutex<crate::cpu::CpuMeter>,
+    pub(crate) drain_requested: tokio::sync::Notify,
+}
+
+/// The last egress measurement: counters at `at` and the rates since the one before.
+struct EgressSample {
+    at: Instant,
+    total: u64,
+    relay: u64,
+    total_bps: u64,
+    relay_bps: u64,
 }
 
 /// Headline figures of a node.
@@ -111,6 +126,10 @@ pub struct Summary {
     pub segments: usize,
     /// Bytes sent to viewers and peers so far.
     pub egress_bytes: u64,
+    /// What its viewers cost (viewers x bitrate), bits per second.
+    pub viewer_load_bps: u64,
+    /// Its egress capacity (0: none).
+    pub capacity_bps: u64,
 }
 
 /// One segment as a node sees it.
@@ -171,7 +190,15 @@ impl Node {
             fingerprint: tls.fingerprint,
             started: Instant::now(),
             status_version: AtomicU64::new(unix_millis()),
-            egress_sample: Mutex::new((Instant::now(), 0, 0)),
+            egress_sample: Mutex::new(EgressSample {
+                at: Instant::now(),
+                total: 0,
+                relay: 0,
+                total_bps: 0,
+                relay_bps: 0,
+            }),
+            cpu: Mutex::new(crate::cpu::CpuMeter::default()),
+            drain_requested: tokio::sync::Notify::new(),
             config,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -250,6 +277,8 @@ impl Node {
             viewers: core.total_viewers(),
             segments: store.segment_count(),
             egress_bytes: self.shared.metrics.egress_bytes(),
+            viewer_load_bps: core.viewer_load_bps(),
+            capacity_bps: core.config().egress_capacity_bps,
             sources,
         }
     }
@@ -282,6 +311,49 @@ impl Node {
         })
     }
 
+    /// Resolves when an operator asked this node to drain (`POST /api/drain`).
+    pub async fn drain_requested(&self) {
+        self.shared.drain_requested.notified().await;
+    }
+
+    /// Drains, then stops. The node gossips that it is draining at once, so new viewers
+    /// go to peers; its admitted viewers are served until they leave or `deadline`
+    /// passes. Then it hands them off (their playlist requests are redirected too) until
+    /// no viewer has asked for anything for [`HAND_OFF_QUIET`] (at most
+    /// [`HAND_OFF_MAX`]), and leaves the mesh.
+    pub async fn drain(self, deadline: Duration) {
+        let started = Instant::now();
+        self.shared.core.lock().expect("poisoned").start_drain();
+        self.shared.publish_status();
+        let viewers = self.shared.core.lock().expect("poisoned").total_viewers();
+        info!(viewers, deadline_s = deadline.as_secs(), "draining");
+        while started.elapsed() < deadline
+            && self.shared.core.lock().expect("poisoned").total_viewers() > 0
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let viewers = self.shared.core.lock().expect("poisoned").total_viewers();
+        info!(viewers, "drain: handing off the remaining viewers");
+        self.shared.core.lock().expect("poisoned").start_hand_off();
+        self.shared.publish_status();
+        let hand_off = Instant::now();
+        let mut requests = self.shared.metrics.viewer_requests();
+        let mut quiet_since = Instant::now();
+        while hand_off.elapsed() < HAND_OFF_MAX && quiet_since.elapsed() < HAND_OFF_QUIET {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self.shared.metrics.viewer_requests();
+            if now != requests {
+                requests = now;
+                quiet_since = Instant::now();
+            }
+        }
+        info!(
+            drained_s = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "drained; leaving the mesh"
+        );
+        self.shutdown().await;
+    }
+
     /// Stops every task and closes the sockets.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -309,7 +381,7 @@ impl Shared {
 
     /// The IP peers and viewers should use: the bound one, or when bound to 0.0.0.0 the
     /// configured `advertise_ip`, else the first non-loopback address libp2p listens on.
-    fn advertised(&self, bound: SocketAddr) -> SocketAddr {
+    pub(crate) fn advertised(&self, bound: SocketAddr) -> SocketAddr {
         if !bound.ip().is_unspecified() {
             return bound;
         }
@@ -415,30 +487,50 @@ impl Shared {
         }
     }
 
-    /// Current egress in bits per second, measured since the previous call.
-    fn egress_bps(&self) -> u64 {
-        let mut sample = self.egress_sample.lock().expect("poisoned");
-        let (at, bytes, last_rate) = *sample;
-        let now = Instant::now();
-        let total = self.metrics.egress_bytes();
-        let elapsed = now.duration_since(at).as_secs_f64();
-        if elapsed < 0.5 {
-            return last_rate;
-        }
-        let rate = ((total - bytes) as f64 * 8.0 / elapsed) as u64;
-        *sample = (now, total, rate);
-        rate
+    /// The egress figures of the last status: (total, relay) bits per second.
+    pub(crate) fn last_egress_bps(&self) -> (u64, u64) {
+        let s = self.egress_sample.lock().expect("poisoned");
+        (s.total_bps, s.relay_bps)
     }
 
-    fn publish_status(&self) {
-        let (streams, ingesting, viewers) = {
-            let core = self.core.lock().expect("poisoned");
+    /// Current egress and relay egress in bits per second, measured since the previous
+    /// call (the previous figures when called again within 0.5 s).
+    fn egress_bps(&self) -> (u64, u64) {
+        let mut sample = self.egress_sample.lock().expect("poisoned");
+        let now = Instant::now();
+        let total = self.metrics.egress_bytes();
+        let relay = self.metrics.data_bytes_out.load(Ordering::Relaxed);
+        let elapsed = now.duration_since(sample.at).as_secs_f64();
+        if elapsed >= 0.5 {
+            let rate =
+                |now: u64, before: u64| (now.saturating_sub(before) as f64 * 8.0 / elapsed) as u64;
+            *sample = EgressSample {
+                at: now,
+                total,
+                relay,
+                total_bps: rate(total, sample.total),
+                relay_bps: rate(relay, sample.relay),
+            };
+        }
+        (sample.total_bps, sample.relay_bps)
+    }
+
+    pub(crate) fn publish_status(&self) {
+        let cpu = self.cpu.lock().expect("poisoned").sample();
+        let (egress_bps, relay_bps) = self.egress_bps();
+        let (streams, ingesting, mut load, draining, warm) = {
+            let mut core = self.core.lock().expect("poisoned");
+            core.set_cpu(cpu);
+            core.set_relay_bps(relay_bps);
             (
                 core.held_streams(),
                 core.ingest_claims(),
-                core.total_viewers(),
+                core.own_load(),
+                core.drain().is_some(),
+                core.warm_requests(),
             )
         };
+        load.egress_bps = egress_bps;
         let status = Status {
             version: self.status_version.fetch_add(1, Ordering::Relaxed),
             issued_at: unix_millis(),
@@ -454,13 +546,9 @@ impl Shared {
                 .collect(),
             streams,
             ingesting,
-            load: Load {
-                capacity_bps: 0,
-                egress_bps: self.egress_bps(),
-                viewers: viewers as u32,
-                cpu_permille: 0,
-            },
-            draining: false,
+            load,
+            draining,
+            warm,
         };
         match Signed::sign(&self.keypair, &status) {
             Ok(signed) => self.publish(Gossip::Status(signed)),

@@ -15,6 +15,10 @@ pub const MAX_STREAMS: usize = 256;
 pub const MAX_P2P_ADDRS: usize = 8;
 /// Longest multiaddr string accepted in a status.
 pub const MAX_ADDR_LEN: usize = 256;
+/// Most streams a status asks peers to pre-warm.
+pub const MAX_WARM: usize = 16;
+/// Most peers named in one pre-warm request.
+pub const MAX_WARM_PEERS: usize = 8;
 
 /// A node's view of itself, signed with its identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +45,18 @@ pub struct Status {
     pub load: Load,
     /// The node is draining: send it no new viewers.
     pub draining: bool,
+    /// Streams whose demand is about to outgrow this node, and the peers it asks to start
+    /// pulling them before the viewers it will redirect arrive.
+    pub warm: Vec<WarmRequest>,
+}
+
+/// A request to pre-warm a stream: the named peers should start pulling it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmRequest {
+    /// The stream.
+    pub stream: stream::Name,
+    /// The peers asked to pull it.
+    pub peers: Vec<crate::PeerId>,
 }
 
 impl Signable for Status {
@@ -61,6 +77,9 @@ impl Status {
         if self.streams.iter().any(|s| s.first_seq > s.last_seq) {
             return Err("stream range reversed");
         }
+        if self.warm.len() > MAX_WARM || self.warm.iter().any(|w| w.peers.len() > MAX_WARM_PEERS) {
+            return Err("too many pre-warm requests");
+        }
         Ok(())
     }
 }
@@ -78,6 +97,11 @@ pub struct StreamHeld {
     pub ingest: bool,
     /// The stream has ended.
     pub ended: bool,
+    /// Viewers of it on this node.
+    pub viewers: u32,
+    /// Its measured bitrate, bits per second (0: not measured yet): what one more viewer
+    /// costs in egress.
+    pub bitrate_bps: u64,
 }
 
 /// A stream being pushed into a node. When several nodes take the same stream (redundant
@@ -94,10 +118,18 @@ pub struct IngestClaim {
 /// Load figures a node reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Load {
-    /// Egress the operator allows, bits per second (0 = not set).
+    /// Egress the operator allows, bits per second (0 = not set: no limit).
     pub capacity_bps: u64,
-    /// Current egress, bits per second.
+    /// The part of the capacity kept for ingest and relaying to peers; viewers get the
+    /// rest.
+    pub reserve_bps: u64,
+    /// What this node's viewers cost: the sum over streams of viewers x bitrate.
+    pub viewer_load_bps: u64,
+    /// Current measured egress (viewers and peers), bits per second.
     pub egress_bps: u64,
+    /// The part of it sent to peers (relaying), bits per second. When relaying needs
+    /// more than the reserve, viewers get that much less.
+    pub relay_bps: u64,
     /// Current viewers, all streams.
     pub viewers: u32,
     /// CPU use in permille of all cores.

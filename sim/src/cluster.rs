@@ -3,6 +3,8 @@
 use anyhow::Context;
 use shoal_node::{Node, NodeConfig};
 use std::path::PathBuf;
+use std::time::Duration;
+use tokio::task::JoinHandle;
 
 /// A set of nodes (a killed node leaves an empty slot) and their scratch directory.
 pub struct Cluster {
@@ -17,14 +19,14 @@ impl Cluster {
     pub async fn start(
         count: usize,
         key: &str,
-        configure: impl Fn(&mut NodeConfig),
+        configure: impl Fn(usize, &mut NodeConfig),
     ) -> anyhow::Result<Self> {
         let root = std::env::temp_dir().join(format!("shoal-sim-{}", std::process::id()));
         let mut nodes: Vec<Option<Node>> = Vec::with_capacity(count);
         for i in 0..count {
             let mut config = NodeConfig::loopback(root.join(format!("node{i}")));
             config.ingest_keys = vec![key.to_string()];
-            configure(&mut config);
+            configure(i, &mut config);
             if let Some(Some(first)) = nodes.first() {
                 config.bootstrap = first.p2p_addrs();
             }
@@ -60,6 +62,13 @@ impl Cluster {
         if let Some(node) = self.nodes.get_mut(i).and_then(Option::take) {
             node.shutdown().await;
         }
+    }
+
+    /// Drains node `i` in the background (it leaves its slot at once; it keeps serving
+    /// its viewers until the drain ends). The task ends when the node has stopped.
+    pub fn drain(&mut self, i: usize, deadline: Duration) -> Option<JoinHandle<()>> {
+        let node = self.nodes.get_mut(i).and_then(Option::take)?;
+        Some(tokio::spawn(node.drain(deadline)))
     }
 
     /// Stops every node and removes the scratch directory.

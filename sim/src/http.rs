@@ -1,10 +1,10 @@
 //! A minimal HTTP/1.1 client for the simulator: one request per connection, timed.
 
 use anyhow::{Context, bail};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Largest response read (a segment is at most a few MB).
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
@@ -24,8 +24,23 @@ pub struct Response {
     pub total: Duration,
 }
 
-async fn exchange(addr: SocketAddr, request: &[u8], body: &[u8]) -> anyhow::Result<Response> {
-    let mut stream = TcpStream::connect(addr).await?;
+async fn exchange(
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    request: &[u8],
+    body: &[u8],
+) -> anyhow::Result<Response> {
+    let mut stream = match from {
+        None => TcpStream::connect(addr).await?,
+        Some(ip) => {
+            let socket = match ip {
+                IpAddr::V4(_) => TcpSocket::new_v4()?,
+                IpAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await?
+        }
+    };
     stream.set_nodelay(true)?;
     let start = Instant::now();
     stream.write_all(request).await?;
@@ -95,8 +110,18 @@ pub fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
 
 /// `GET path`.
 pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Response> {
+    get_from(None, addr, path).await
+}
+
+/// `GET path` from source address `from` (e.g. one of 127.0.0.0/8, so that each
+/// simulated viewer has its own IP as real viewers do).
+pub async fn get_from(
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<Response> {
     let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    exchange(addr, head.as_bytes(), &[]).await
+    exchange(from, addr, head.as_bytes(), &[]).await
 }
 
 /// `PUT path` with a bearer key; fails unless the answer is 2xx.
@@ -105,7 +130,7 @@ pub async fn put(addr: SocketAddr, path: &str, key: &str, body: &[u8]) -> anyhow
         "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let r = exchange(addr, head.as_bytes(), body).await?;
+    let r = exchange(None, addr, head.as_bytes(), body).await?;
     if !(200..300).contains(&r.status) {
         bail!(
             "PUT {path}: {} {}",

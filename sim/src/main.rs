@@ -174,25 +174,7 @@ async fn main() -> anyhow::Result<()> {
             let parsed = scenario::file::Scenario::parse(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
             let report = scenario::run(parsed, DEMO_KEY).await?;
-            let v = &report["viewers"];
-            println!(
-                "scenario {}: {} nodes, {} s, events {}",
-                report["scenario"], report["nodes"], report["duration_s"], report["events"]
-            );
-            println!(
-                "viewers {} (started {}), startup p50/p95/p99 {:.0}/{:.0}/{:.0} ms, stalls {} ({:.1} s), continuity {:.3}, redirects {}, errors {}",
-                v["viewers"],
-                v["started"],
-                v["startup_p50_ms"].as_f64().unwrap_or(f64::NAN),
-                v["startup_p95_ms"].as_f64().unwrap_or(f64::NAN),
-                v["startup_p99_ms"].as_f64().unwrap_or(f64::NAN),
-                v["stalls"],
-                v["stalled_s"].as_f64().unwrap_or(0.0),
-                v["continuity"].as_f64().unwrap_or(0.0),
-                v["redirects"],
-                v["errors"]
-            );
-            println!("{}", report["nodes_at_end"].as_str().unwrap_or(""));
+            print!("{}", scenario::report::text(&report));
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
             }
@@ -205,13 +187,17 @@ async fn main() -> anyhow::Result<()> {
             ramp,
         } => {
             let count = count.clamp(1, 10_000);
+            // On loopback each viewer gets its own source IP, as real viewers have.
+            let local = http::parse_url(&url).is_ok_and(|(a, _)| a.ip().is_loopback());
             let tasks: Vec<_> = (0..count)
                 .map(|i| {
                     let url = url.clone();
                     let delay = Duration::from_secs(ramp) * i as u32 / count as u32;
+                    let from = local.then(|| viewer::client::viewer_ip(i));
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
-                        viewer::client::watch(&url, Duration::from_secs(duration)).await
+                        viewer::client::watch(|_| url.clone(), Duration::from_secs(duration), from)
+                            .await
                     })
                 })
                 .collect();
@@ -262,7 +248,7 @@ async fn demo(
 ) -> anyhow::Result<()> {
     shoal_protocol::stream::Name::new(stream.as_str())
         .map_err(|e| anyhow::anyhow!("stream name {stream:?}: {e}"))?;
-    let cluster = Cluster::start(count, DEMO_KEY, |c| {
+    let cluster = Cluster::start(count, DEMO_KEY, |_, c| {
         if let Some(url) = &hls_js_url {
             c.hls_js_url = url.clone();
         }
@@ -316,7 +302,7 @@ async fn demo(
 }
 
 async fn mesh(count: usize, key: String, interval: Duration) -> anyhow::Result<()> {
-    let cluster = Cluster::start(count, &key, |_| {}).await?;
+    let cluster = Cluster::start(count, &key, |_, _| {}).await?;
     for (i, node) in cluster.indexed() {
         println!(
             "node{i} {} http://{}  (ingest: PUT http://{}/ingest/STREAM/index.m3u8 with Bearer {key})",

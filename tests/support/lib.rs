@@ -126,6 +126,39 @@ pub fn stream_status<'a>(status: &'a Value, stream: &str) -> Option<&'a Value> {
         .find(|s| s["name"] == stream)
 }
 
+/// Bytes in each synthetic segment: with 1 s segments, a 1,638,400 bit/s stream.
+pub const SYNTHETIC_SEGMENT: usize = 200 * 1024;
+
+/// Pushes synthetic 1 s segment `seq` of [`SYNTHETIC_SEGMENT`] bytes (and a sliding
+/// playlist) into `addr`, as an encoder does; panics unless both are accepted.
+pub async fn push_segment(addr: SocketAddr, stream: &str, seq: u64) {
+    let auth = format!("Bearer {KEY}");
+    let h = [("Authorization", auth.as_str())];
+    let body: Vec<u8> = (0..SYNTHETIC_SEGMENT as u64)
+        .map(|i| (i ^ seq.wrapping_mul(0x9e37)) as u8)
+        .collect();
+    let r = http::request(
+        addr,
+        "PUT",
+        &format!("/ingest/{stream}/seg{seq}.ts"),
+        &h,
+        Some(&body),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut playlist = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:1\n");
+    for s in seq.saturating_sub(4)..=seq {
+        playlist.push_str(&format!("#EXTINF:1.0,\nseg{s}.ts\n"));
+    }
+    let path = format!("/ingest/{stream}/index.m3u8");
+    let r = http::request(addr, "PUT", &path, &h, Some(playlist.as_bytes()), false)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+}
+
 /// An ffmpeg process pushing a test pattern into a node; killed when dropped.
 pub struct Encoder {
     child: Child,

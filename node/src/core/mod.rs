@@ -8,7 +8,9 @@
 //! - [`peers`]: the peer table (status, RTT, liveness, penalties).
 //! - [`streams`]: each stream's window of signed announcements and held segments.
 //! - [`viewers`]: recent viewers per stream, which drive prefetching.
+//! - [`balance`]: admission, redirects, pre-warming and drain.
 
+pub mod balance;
 pub mod peers;
 pub mod streams;
 #[cfg(test)]
@@ -61,6 +63,22 @@ pub struct Config {
     pub busy_backoff: Duration,
     /// An ingest claim lapses when its encoder has sent nothing for this long.
     pub ingest_idle: Duration,
+    /// Egress this node may send, bits per second (0: no limit, every viewer is served).
+    pub egress_capacity_bps: u64,
+    /// The part of the capacity kept for ingest and relaying to peers; viewers get the
+    /// rest.
+    pub ingest_reserve_bps: u64,
+    /// Above this CPU use (permille of all cores) a node takes no new viewers (0: CPU is
+    /// not considered).
+    pub cpu_limit_permille: u16,
+    /// How far ahead demand is predicted when deciding to pre-warm peers.
+    pub prewarm_horizon: Duration,
+    /// How long a pre-warm request keeps a stream warm here unless renewed.
+    pub warm_ttl: Duration,
+    /// A new viewer fetches its first segments at once (players start about three
+    /// segments behind the live edge): for this long after admission it counts twice
+    /// its bitrate (zero: only its bitrate).
+    pub startup_window: Duration,
 }
 
 impl Default for Config {
@@ -81,6 +99,12 @@ impl Default for Config {
             // About one segment transfer on a LAN: by then the peers it fed hold it.
             busy_backoff: Duration::from_millis(300),
             ingest_idle: Duration::from_secs(10),
+            egress_capacity_bps: 0,
+            ingest_reserve_bps: 0,
+            cpu_limit_permille: 900,
+            prewarm_horizon: Duration::from_secs(10),
+            warm_ttl: Duration::from_secs(15),
+            startup_window: Duration::from_secs(5),
         }
     }
 }
@@ -161,6 +185,8 @@ pub struct Core {
     status_dirty: bool,
     last_sync: HashMap<stream::Name, Instant>,
     claims: HashMap<stream::Name, Claim>,
+    balance: balance::State,
+    last_prewarm: Option<Instant>,
 }
 
 /// This node's own ingest claim on a stream.
@@ -184,6 +210,8 @@ impl Core {
             status_dirty: true,
             last_sync: HashMap::new(),
             claims: HashMap::new(),
+            balance: balance::State::default(),
+            last_prewarm: None,
         }
     }
 
@@ -212,9 +240,21 @@ impl Core {
             .iter()
             .map(|h| (h.name.clone(), h.last_seq))
             .collect();
-        if self.peers.on_status(from, status, now) == StatusUpdate::New {
-            // Introduce ourselves promptly to a newcomer rather than at the next interval.
+        // Asked to pre-warm: fetch the stream's manifest now; its segments follow as
+        // for a watched stream.
+        for name in self.take_warm_requests(&status.warm, now) {
             self.status_dirty = true;
+            self.sync(name, from, now);
+        }
+        match self.peers.on_status(from, status, now) {
+            StatusUpdate::Stale => {}
+            StatusUpdate::New => {
+                // Introduce ourselves promptly to a newcomer rather than at the next
+                // interval.
+                self.status_dirty = true;
+                self.settle_credits(from, now);
+            }
+            StatusUpdate::Updated => self.settle_credits(from, now),
         }
         // A watched stream this peer is ahead on by more than one segment: we missed
         // announcements (gossip is best effort), so catch up from its manifest.
@@ -265,7 +305,14 @@ impl Core {
             self.sync(id.stream.clone(), signer, now);
         }
         let held = self.is_held(&id);
-        if self.is_watched(&id.stream) && !held {
+        // Players start near the live edge: older segments of a manifest are not worth
+        // pulling ahead of a request.
+        let near_edge = self
+            .streams
+            .get(&id.stream)
+            .and_then(|s| s.newest())
+            .is_some_and(|n| id.seq + self.config.playlist_len as u64 > n);
+        if self.is_watched(&id.stream) && !held && near_edge {
             self.actions.push_back(Action::Prefetch(id));
         }
         Ok(())
@@ -325,11 +372,13 @@ impl Core {
         if first && self.viewers.len() >= self.config.max_streams {
             return;
         }
-        self.viewers
+        let new = self
+            .viewers
             .entry(stream.clone())
             .or_default()
             .touch(viewer, now);
-        if first {
+        if new {
+            // Viewer counts are load: peers balance on them, so they travel promptly.
             self.status_dirty = true;
         }
     }
@@ -347,10 +396,21 @@ impl Core {
             self.status_dirty = true;
         }
         let idle = self.config.viewer_idle;
+        let mut left = false;
         self.viewers.retain(|_, v| {
+            let before = v.count();
             v.expire(idle, now);
+            left |= v.count() != before;
             v.count() > 0
         });
+        self.status_dirty |= left;
+        let prewarm_due = self
+            .last_prewarm
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if prewarm_due {
+            self.last_prewarm = Some(now);
+            self.update_prewarm(now);
+        }
         let since = self.last_status.map(|t| now.saturating_duration_since(t));
         let due = match since {
             None => true,
@@ -385,10 +445,11 @@ impl Core {
     }
 
     /// A peer asks for a segment; `requester` identifies it (e.g. its address). Each held
-    /// segment is sent to at most `fanout` distinct peers; a peer that was served before
-    /// is served again (a retry).
+    /// segment is sent to at most `fanout` distinct peers (fewer when capacity is short,
+    /// see [`Core::upload_limit`]); a peer that was served before is served again (a
+    /// retry).
     pub fn admit_upload(&mut self, id: &segment::Id, requester: u128) -> Upload {
-        let fanout = self.config.fanout;
+        let fanout = self.upload_limit();
         let Some(entry) = self
             .streams
             .get_mut(&id.stream)
@@ -487,7 +548,11 @@ impl Core {
             .peers
             .known()
             .filter(|(id, p)| !p.is_penalised(now) && pred(id, p))
-            .map(|(id, p)| (p.is_busy(now), p.rank_rtt(), *id))
+            .map(|(id, p)| {
+                // A draining peer is about to leave: pull from it only as a last resort.
+                let draining = p.status.as_ref().is_some_and(|s| s.draining);
+                (p.is_busy(now) || draining, p.rank_rtt(), *id)
+            })
             .collect();
         found.sort();
         found.into_iter().map(|(_, _, id)| id).collect()
@@ -525,9 +590,10 @@ impl Core {
         &self.peers
     }
 
-    /// True if `stream` has viewers here.
+    /// True if `stream` has viewers here, or a peer asked this node to pre-warm it: its
+    /// segments are pulled as they are announced.
     pub fn is_watched(&self, stream: &stream::Name) -> bool {
-        self.viewers.get(stream).is_some_and(|v| v.count() > 0)
+        self.viewers.get(stream).is_some_and(|v| v.count() > 0) || self.is_warm(stream)
     }
 
     /// Viewers of `stream` here.
@@ -547,6 +613,8 @@ impl Core {
                     last_seq,
                     ingest: s.ingest_here,
                     ended: s.ended(),
+                    viewers: self.viewer_count(&s.name) as u32,
+                    bitrate_bps: s.bitrate_bps().unwrap_or(0),
                 })
             })
             .take(status::MAX_STREAMS)

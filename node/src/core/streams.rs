@@ -9,6 +9,9 @@ use shoal_protocol::stream;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+/// Segments the bitrate is measured over.
+const BITRATE_SEGMENTS: usize = 8;
+
 /// Where a held segment came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -168,6 +171,21 @@ impl StreamState {
         let first = held.next()?;
         let last = held.next_back().unwrap_or(first);
         Some((first, last))
+    }
+
+    /// The stream's bitrate in bits per second, measured over its newest segments
+    /// (`None` until a segment with a duration is known).
+    pub fn bitrate_bps(&self) -> Option<u64> {
+        let (bytes, ms) =
+            self.entries
+                .values()
+                .rev()
+                .take(BITRATE_SEGMENTS)
+                .fold((0u64, 0u64), |(b, d), e| {
+                    let a = &e.announcement.value;
+                    (b + a.size, d + u64::from(a.duration_ms))
+                });
+        (ms > 0).then(|| bytes.saturating_mul(8000) / ms)
     }
 
     /// Newest announced sequence number.

@@ -37,10 +37,13 @@ pub fn status_holding(version: u64, stream: &str, first: u64, last: u64) -> Stat
             last_seq: last,
             ingest: false,
             ended: false,
+            viewers: 0,
+            bitrate_bps: 0,
         }],
         ingesting: vec![],
         load: Load::default(),
         draining: false,
+        warm: vec![],
     }
 }
 
@@ -51,6 +54,18 @@ pub fn announcement_by(
     seq: u64,
     init: Option<u64>,
 ) -> Verified<Announcement> {
+    let size = format!("{stream}/{seq}").len() as u64;
+    announcement_sized(signer, stream, seq, init, size)
+}
+
+/// An announcement of a 2 s segment of `size` bytes (`size` x 4 bits per second).
+pub fn announcement_sized(
+    signer: u8,
+    stream: &str,
+    seq: u64,
+    init: Option<u64>,
+    size: u64,
+) -> Verified<Announcement> {
     let bytes = format!("{stream}/{seq}");
     let a = Announcement {
         id: segment::Id {
@@ -58,7 +73,7 @@ pub fn announcement_by(
             seq,
         },
         duration_ms: 2000,
-        size: bytes.len() as u64,
+        size,
         hash: ContentId::of(bytes.as_bytes()),
         container: if init.is_some() {
             Container::Fmp4

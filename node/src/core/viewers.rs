@@ -15,17 +15,23 @@ pub struct Viewers {
 }
 
 impl Viewers {
-    /// Records a request from `viewer`.
-    pub fn touch(&mut self, viewer: u128, now: Instant) {
+    /// Records a request from `viewer`; true if it is a new viewer.
+    pub fn touch(&mut self, viewer: u128, now: Instant) -> bool {
         if self.seen.len() < MAX_TRACKED || self.seen.contains_key(&viewer) {
-            self.seen.insert(viewer, now);
+            return self.seen.insert(viewer, now).is_none();
         }
+        false
     }
 
     /// Forgets viewers idle for longer than `idle`.
     pub fn expire(&mut self, idle: Duration, now: Instant) {
         self.seen
             .retain(|_, t| now.saturating_duration_since(*t) <= idle);
+    }
+
+    /// True if `viewer` is a current viewer.
+    pub fn contains(&self, viewer: u128) -> bool {
+        self.seen.contains_key(&viewer)
     }
 
     /// Current viewer count.

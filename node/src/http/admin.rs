@@ -1,12 +1,17 @@
-//! Operators' endpoints: `GET /api/status` (JSON) and `GET /metrics` (Prometheus).
+//! Operators' endpoints: `GET /api/status` (JSON), `GET /metrics` (Prometheus) and
+//! `POST /api/drain` (admin token).
 
+use super::HttpError;
+use super::auth::require_bearer;
+use crate::core::balance::viewer_budget;
 use crate::core::streams::Source;
 use crate::node::Shared;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use shoal_protocol::status::Load;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,16 +34,16 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
                 "data_addr": s.data_addr.to_string(),
                 "penalised": p.is_penalised(now),
                 "bad_bytes": p.bad_bytes,
-                "load": {
-                    "egress_bps": s.load.egress_bps,
-                    "viewers": s.load.viewers,
-                },
+                "load": load_json(&s.load),
+                "draining": s.draining,
                 "streams": s.streams.iter().map(|h| json!({
                     "name": h.name.as_str(),
                     "first_seq": h.first_seq,
                     "last_seq": h.last_seq,
                     "ingest": h.ingest,
                     "ended": h.ended,
+                    "viewers": h.viewers,
+                    "bitrate_bps": h.bitrate_bps,
                 })).collect::<Vec<_>>(),
             })
         })
@@ -79,6 +84,8 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
                 "held_first_seq": held.map(|h| h.0),
                 "held_last_seq": held.map(|h| h.1),
                 "viewers": core.viewer_count(&s.name),
+                "bitrate_bps": s.bitrate_bps(),
+                "warm": core.is_warm(&s.name),
                 "source": core.active_source(&s.name).map(|p| p.to_string()),
                 "segments": segments,
             })
@@ -100,6 +107,15 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
             "p2p": node.p2p_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         },
         "cert_fingerprint": node.fingerprint.to_hex(),
+        "load": load_json(&Load {
+            egress_bps: node.last_egress_bps().0,
+            ..core.own_load()
+        }),
+        "draining": core.drain().map(|d| format!("{d:?}").to_lowercase()),
+        "prewarm_requests": core.warm_requests().iter().map(|w| json!({
+            "stream": w.stream.as_str(),
+            "peers": w.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "ingesting": core.ingest_claims().iter().map(|c| json!({
             "name": c.name.as_str(),
             "since": c.since,
@@ -113,14 +129,56 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
     }))
 }
 
+fn load_json(load: &Load) -> Value {
+    json!({
+        "capacity_bps": load.capacity_bps,
+        "reserve_bps": load.reserve_bps,
+        "viewer_budget_bps": viewer_budget(load),
+        "viewer_load_bps": load.viewer_load_bps,
+        "egress_bps": load.egress_bps,
+        "relay_bps": load.relay_bps,
+        "viewers": load.viewers,
+        "cpu_permille": load.cpu_permille,
+    })
+}
+
+/// `POST /api/drain` with `Authorization: Bearer ADMIN_TOKEN`: the node starts draining
+/// at once (new viewers are redirected) and its owner drains and stops it.
+pub async fn drain(
+    State(node): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let Some(token) = &node.config.admin_token else {
+        return Err(HttpError::Forbidden(
+            "the admin API is off: start the node with --admin-token",
+        ));
+    };
+    require_bearer(
+        &headers,
+        std::slice::from_ref(token),
+        "the admin API needs Authorization: Bearer ADMIN_TOKEN",
+    )?;
+    node.core.lock().expect("poisoned").start_drain();
+    node.publish_status();
+    node.drain_requested.notify_one();
+    tracing::info!("drain requested over the admin API");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "draining": true, "peer_id": node.peer_id.to_string() })),
+    )
+        .into_response())
+}
+
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
-    let (peers, streams, viewers) = {
+    let (peers, streams, viewers, load, draining) = {
         let core = node.core.lock().expect("poisoned");
         (
             core.peers().len() as u64,
             core.streams().count() as u64,
             core.total_viewers() as u64,
+            core.own_load(),
+            core.drain().is_some() as u64,
         )
     };
     let (stored, bytes) = {
@@ -131,6 +189,22 @@ pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
         ("shoal_peers", "Peers with a live status", peers),
         ("shoal_streams", "Streams known", streams),
         ("shoal_viewers", "Current viewers", viewers),
+        (
+            "shoal_viewer_load_bps",
+            "Viewers x stream bitrate, bits per second",
+            load.viewer_load_bps,
+        ),
+        (
+            "shoal_egress_capacity_bps",
+            "Configured egress capacity (0: none)",
+            load.capacity_bps,
+        ),
+        (
+            "shoal_cpu_permille",
+            "CPU use, permille of all cores",
+            u64::from(load.cpu_permille),
+        ),
+        ("shoal_draining", "1 while the node drains", draining),
         ("shoal_store_segments", "Segments held", stored),
         ("shoal_store_bytes", "Bytes held", bytes),
     ]);

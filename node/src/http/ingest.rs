@@ -28,31 +28,11 @@ const MAX_INGEST_STREAMS: usize = 256;
 
 /// Checks the bearer key.
 fn authorize(node: &Shared, headers: &HeaderMap) -> Result<(), HttpError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(HttpError::Unauthorized(
-            "ingest needs Authorization: Bearer KEY",
-        ));
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = key.is_some_and(|k| {
-        node.config
-            .ingest_keys
-            .iter()
-            .any(|allowed| constant_time_eq(allowed.as_bytes(), k.as_bytes()))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(HttpError::Forbidden("ingest key not accepted"))
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    super::auth::require_bearer(
+        headers,
+        &node.config.ingest_keys,
+        "ingest needs Authorization: Bearer KEY with an accepted stream key",
+    )
 }
 
 fn validate(stream: &str, file: &str) -> Result<stream::Name, HttpError> {

@@ -1,13 +1,15 @@
 //! Viewing: `GET /live/{stream}/index.m3u8` and the segments it lists, on any node.
 
+use super::query::{Query, REDIRECT_MARKER};
 use super::{HttpError, range};
+use crate::core::balance::{Admission, Target};
 use crate::fetch::FetchError;
 use crate::hls;
 use crate::metrics::add;
 use crate::node::Shared;
 use axum::body::HttpBody;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shoal_protocol::content::ContentId;
 use shoal_protocol::segment::{self, Container};
@@ -34,6 +36,8 @@ enum Wanted {
 /// A request resolved against the core: what to send.
 enum Resolved {
     Playlist,
+    Redirect(SocketAddr),
+    Full(Duration),
     Segment(segment::Id, Container),
     Init(ContentId),
 }
@@ -55,10 +59,23 @@ fn wanted(file: &str) -> Option<Wanted> {
     seq.parse().ok().map(Wanted::Segment)
 }
 
-fn viewer_key(ip: IpAddr) -> u128 {
-    match ip {
+/// A viewer's key: its IP, or its IP and session when the URL carries `sid=` (players
+/// behind one NAT address then count apart).
+fn viewer_key(ip: IpAddr, query: &Query) -> u128 {
+    let ip_key = match ip {
         IpAddr::V4(v4) => u32::from(v4) as u128,
         IpAddr::V6(v6) => u128::from(v6),
+    };
+    match &query.sid {
+        None => ip_key,
+        Some(sid) => {
+            let mut h = blake3::Hasher::new();
+            h.update(&ip_key.to_le_bytes());
+            h.update(sid.as_bytes());
+            let mut key = [0u8; 16];
+            key.copy_from_slice(&h.finalize().as_bytes()[..16]);
+            u128::from_le_bytes(key)
+        }
     }
 }
 
@@ -67,20 +84,45 @@ pub async fn get(
     State(node): State<Arc<Shared>>,
     Path((stream, file)): Path<(String, String)>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let name = stream::Name::new(stream)
         .map_err(|e| HttpError::BadRequest(format!("invalid stream name: {e}")))?;
     let what = wanted(&file).ok_or(HttpError::NotFound("no such file"))?;
+    let query = Query::parse(raw.as_deref())?;
+    let viewer = viewer_key(client.ip(), &query);
     add(&node.metrics.viewer_requests, 1);
-    // One core lock per request: count the viewer and resolve a segment's container.
+    // One core lock per request: admit or count the viewer, resolve a segment's
+    // container.
     let resolved = {
         let mut core = node.core.lock().expect("poisoned");
-        core.handle_viewer(&name, viewer_key(client.ip()), Instant::now());
+        let now = Instant::now();
         match what {
-            Wanted::Playlist => Resolved::Playlist,
-            Wanted::Init(hash) => Resolved::Init(hash),
+            Wanted::Playlist => {
+                let known =
+                    core.stream(&name).is_some() || !core.stream_holders(&name, now).is_empty();
+                if !known {
+                    Resolved::Playlist
+                } else {
+                    match core.admit_viewer(&name, viewer, query.redirected, now) {
+                        Admission::Serve => Resolved::Playlist,
+                        Admission::Redirect(Target { http: Some(to), .. }) => {
+                            Resolved::Redirect(to)
+                        }
+                        Admission::Redirect(Target { http: None, .. }) => Resolved::Playlist,
+                        Admission::Full { retry_after } => Resolved::Full(retry_after),
+                    }
+                }
+            }
+            Wanted::Init(hash) => {
+                core.handle_viewer(&name, viewer, now);
+                Resolved::Init(hash)
+            }
             Wanted::Segment(seq) => {
+                // Segment requests are never bounced: a viewer that got the playlist
+                // here keeps this node.
+                core.handle_viewer(&name, viewer, now);
                 let id = segment::Id {
                     stream: name.clone(),
                     seq,
@@ -95,6 +137,15 @@ pub async fn get(
     };
     let response = match resolved {
         Resolved::Playlist => playlist(&node, &name).await?,
+        Resolved::Redirect(to) => {
+            add(&node.metrics.viewers_redirected, 1);
+            debug!(%name, %to, "viewer redirected");
+            return Ok(redirect(&viewer_url(to, &name, &query)));
+        }
+        Resolved::Full(retry_after) => {
+            add(&node.metrics.viewers_refused, 1);
+            return Ok(full(retry_after));
+        }
         Resolved::Segment(id, container) => {
             if !file.ends_with(container.extension()) {
                 return Err(HttpError::NotFound("no such segment"));
@@ -116,6 +167,46 @@ pub async fn get(
         add(&node.metrics.http_bytes_out, n);
     }
     Ok(response)
+}
+
+/// The playlist URL of `stream` at `to`, carrying the redirect marker and the viewer's
+/// other query parameters (e.g. a session or a token).
+pub(super) fn viewer_url(to: SocketAddr, stream: &stream::Name, query: &Query) -> String {
+    let mut url = format!("http://{to}/live/{stream}/index.m3u8?{REDIRECT_MARKER}=1");
+    for (k, v) in &query.rest {
+        url.push('&');
+        url.push_str(k);
+        if !v.is_empty() {
+            url.push('=');
+            url.push_str(v);
+        }
+    }
+    url
+}
+
+/// A `302` to `location`, never cached.
+pub(super) fn redirect(location: &str) -> Response {
+    let mut response = StatusCode::FOUND.into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A `503` with `Retry-After`: no node has room for one more viewer.
+pub(super) fn full(retry_after: Duration) -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no node in the mesh has room for another viewer; retry later\n",
+    )
+        .into_response();
+    let secs = retry_after.as_secs().max(1).to_string();
+    if let Ok(v) = HeaderValue::from_str(&secs) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 fn unavailable(e: FetchError) -> HttpError {

@@ -2,9 +2,12 @@
 //! ([`admin`]), with CORS on every response so browser players work from any origin.
 
 pub mod admin;
+pub mod auth;
 pub mod ingest;
 pub mod live;
+pub mod query;
 pub mod range;
+pub mod route;
 pub mod watch;
 
 use crate::node::Shared;
@@ -34,7 +37,9 @@ pub fn router(node: Arc<Shared>) -> Router {
         )
         .route("/live/{stream}/{file}", get(live::get))
         .route("/watch/{stream}", get(watch::page))
+        .route("/route/{stream}", get(route::get))
         .route("/api/status", get(admin::status))
+        .route("/api/drain", axum::routing::post(admin::drain))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { HttpError::NotFound("no such endpoint") })

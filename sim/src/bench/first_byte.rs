@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// `iterations` fresh streams of one `size`-byte segment each, ingested at node A; each
 /// is fetched cold and then warm from node B.
 pub async fn run(iterations: usize, size: usize) -> anyhow::Result<Value> {
-    let cluster = Cluster::start(2, KEY, |_| {}).await?;
+    let cluster = Cluster::start(2, KEY, |_, _| {}).await?;
     let live: Vec<&shoal_node::Node> = cluster.live().collect();
     let (a, b) = (live[0], live[1]);
     let deadline = Instant::now() + Duration::from_secs(20);

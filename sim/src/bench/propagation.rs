@@ -18,7 +18,7 @@ pub async fn run(
     size: usize,
     fanout: usize,
 ) -> anyhow::Result<Value> {
-    let cluster = Cluster::start(nodes, KEY, |c| c.core.fanout = fanout).await?;
+    let cluster = Cluster::start(nodes, KEY, |_, c| c.core.fanout = fanout).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while cluster.live().any(|n| n.summary().peers + 1 < nodes) {
         if Instant::now() > deadline {

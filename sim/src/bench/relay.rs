@@ -22,7 +22,7 @@ pub async fn run(
     size: usize,
     concurrency: usize,
 ) -> anyhow::Result<Value> {
-    let cluster = Cluster::start(2, KEY, |c| c.core.window = segments.max(32)).await?;
+    let cluster = Cluster::start(2, KEY, |_, c| c.core.window = segments.max(32)).await?;
     let live: Vec<&shoal_node::Node> = cluster.live().collect();
     let (a, b) = (live[0], live[1]);
     let deadline = Instant::now() + Duration::from_secs(20);

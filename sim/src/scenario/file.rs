@@ -18,6 +18,18 @@
 //! at_s = 20.0
 //! kill = 0                          # the node vanishes
 //! ```
+//!
+//! Load balancing (all optional):
+//!
+//! ```toml
+//! capacity_mbit = [2, 4, 8]         # egress capacity per node, cycled over the nodes
+//! reserve = "10%"                   # share kept for ingest and relaying
+//! balancers = ["shoal", "round-robin", "poll-5s"]   # one run each, compared
+//! [[events]]
+//! at_s = 15.0
+//! drain = 2                         # drain node 2 (redirect new viewers, hand off)
+//! drain_deadline_s = 3.0
+//! ```
 
 use anyhow::{bail, ensure};
 use serde::Deserialize;
@@ -42,6 +54,45 @@ pub struct Scenario {
     /// Timed events.
     #[serde(default)]
     pub events: Vec<EventSpec>,
+    /// Egress capacity per node in Mbit/s, cycled over the nodes (empty: no limit).
+    #[serde(default)]
+    pub capacity_mbit: Vec<f64>,
+    /// Share of each capacity kept for ingest and relaying ("10%", or a rate).
+    pub reserve: Option<String>,
+    /// The balancers to compare, one run of the scenario each.
+    #[serde(default = "default_balancers")]
+    pub balancers: Vec<Balancer>,
+}
+
+/// How viewers are spread over nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Balancer {
+    /// Viewers arrive at their group's nodes in turn; Shoal's nodes admit or redirect.
+    #[serde(rename = "shoal")]
+    Shoal,
+    /// A front end sends viewers to every live node in turn; nodes serve everyone.
+    #[serde(rename = "round-robin")]
+    RoundRobin,
+    /// A MistServer-style balancer: polls every node's load every 5 s and sends each
+    /// viewer to the least loaded, adding the stream's bitrate to its estimate between
+    /// polls; nodes serve everyone.
+    #[serde(rename = "poll-5s")]
+    Poll5s,
+}
+
+impl Balancer {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Balancer::Shoal => "shoal",
+            Balancer::RoundRobin => "round-robin",
+            Balancer::Poll5s => "poll-5s",
+        }
+    }
+}
+
+fn default_balancers() -> Vec<Balancer> {
+    vec![Balancer::Shoal]
 }
 
 /// A stream.
@@ -80,9 +131,36 @@ pub struct EventSpec {
     pub at_s: f64,
     /// Kill this node.
     pub kill: Option<usize>,
+    /// Drain this node.
+    pub drain: Option<usize>,
+    /// How long the drained node serves its viewers before handing them off.
+    #[serde(default = "default_drain_deadline")]
+    pub drain_deadline_s: f64,
+}
+
+fn default_drain_deadline() -> f64 {
+    5.0
 }
 
 impl Scenario {
+    /// Node `i`'s egress capacity in bits per second (0: no limit).
+    pub fn capacity_bps(&self, i: usize) -> u64 {
+        if self.capacity_mbit.is_empty() {
+            return 0;
+        }
+        (self.capacity_mbit[i % self.capacity_mbit.len()] * 1e6) as u64
+    }
+
+    /// Node `i`'s reserve in bits per second.
+    pub fn reserve_bps(&self, i: usize) -> u64 {
+        let share = self
+            .reserve
+            .as_deref()
+            .and_then(|r| shoal_node::units::Share::parse(r).ok())
+            .unwrap_or(shoal_node::units::Share::Percent(20.0));
+        share.of(self.capacity_bps(i))
+    }
+
     /// Parses a scenario file's text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         Ok(toml::from_str(text)?)
@@ -114,10 +192,26 @@ impl Scenario {
         }
         for e in &self.events {
             ensure!(
-                e.kill.is_none_or(|n| n < self.nodes),
-                "event kills an unknown node"
+                e.kill.is_none_or(|n| n < self.nodes) && e.drain.is_none_or(|n| n < self.nodes),
+                "event names an unknown node"
+            );
+            ensure!(
+                e.kill.is_some() != e.drain.is_some(),
+                "an event either kills or drains one node"
+            );
+            ensure!(
+                (0.0..=600.0).contains(&e.drain_deadline_s),
+                "drain_deadline_s must be 0..=600"
             );
         }
+        ensure!(
+            self.capacity_mbit.iter().all(|c| *c > 0.0 && *c <= 1e6),
+            "capacity_mbit values must be positive"
+        );
+        if let Some(r) = &self.reserve {
+            shoal_node::units::Share::parse(r).map_err(anyhow::Error::msg)?;
+        }
+        ensure!(!self.balancers.is_empty(), "balancers must not be empty");
         Ok(())
     }
 }

@@ -1,33 +1,74 @@
 //! `shoal-sim run SCENARIO`: a scenario file drives a mesh of real in-process nodes:
 //! streams played out from the built-in clip into their ingest node(s), player-like
-//! viewers arriving on chosen nodes, and timed events (a node killed). The report gives
-//! the viewers' startup, stalls and continuity, and where each node's segments came from.
+//! viewers (each with its own loopback IP) arriving over time, timed events (a node
+//! killed or drained), and node capacities. The scenario runs once per balancer it names
+//! (Shoal, and the round-robin and MistServer-style baselines in front of nodes that
+//! serve everyone), and the report puts them side by side: viewers' startup, stalls and
+//! continuity, redirects, and each node's load against its capacity over time.
 //!
-//! Not yet: per-region latency, capacities, drain and moved-ingest events, HTML plots.
+//! Not yet: per-region latency, restart and moved-ingest events, joining nodes, HTML
+//! plots.
 
+pub mod balancer;
 pub mod file;
+pub mod load;
+pub mod report;
 
 use crate::cluster::Cluster;
 use crate::viewer;
 use crate::{playout, table};
 use anyhow::Context;
-use file::Scenario;
+use balancer::Picker;
+use file::{Balancer, Scenario};
+use load::{Recorder, Sample};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-/// Runs `scenario` and returns its report.
+/// How often the progress line is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs `scenario` once per balancer and returns the report. The top-level `viewers`
+/// and `load` are the first run's (Shoal's, when it is listed first).
 pub async fn run(scenario: Scenario, key: &str) -> anyhow::Result<Value> {
     scenario.check()?;
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for &b in &scenario.balancers {
+        eprintln!("== {}: balancer {}", scenario.name, b.name());
+        runs.push(run_once(&scenario, b, key).await?);
+    }
+    let first = runs[0].clone();
+    Ok(json!({
+        "scenario": scenario.name,
+        "nodes": scenario.nodes,
+        "duration_s": scenario.duration_s,
+        "events": first["events"],
+        "viewers": first["viewers"],
+        "load": first["load"],
+        "nodes_at_end": first["nodes_at_end"],
+        "runs": runs,
+        "wall_s": started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// One run of `scenario` with balancer `balancer`.
+async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow::Result<Value> {
     let fanout = scenario.fanout;
-    let mut cluster = Cluster::start(scenario.nodes, key, |c| {
+    // Baselines stand in front of nodes that serve everyone: capacity is only measured.
+    let enforce = balancer == Balancer::Shoal;
+    let mut cluster = Cluster::start(scenario.nodes, key, |i, c| {
         if let Some(k) = fanout {
             c.core.fanout = k;
         }
+        if enforce {
+            c.core.egress_capacity_bps = scenario.capacity_bps(i);
+            c.core.ingest_reserve_bps = scenario.reserve_bps(i);
+        }
     })
     .await?;
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while cluster
         .live()
         .any(|n| n.summary().peers + 1 < scenario.nodes)
@@ -35,10 +76,99 @@ pub async fn run(scenario: Scenario, key: &str) -> anyhow::Result<Value> {
         anyhow::ensure!(Instant::now() < deadline, "the mesh did not form");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let capacity: Vec<u64> = (0..scenario.nodes)
+        .map(|i| scenario.capacity_bps(i))
+        .collect();
+    let addrs = cluster
+        .indexed()
+        .into_iter()
+        .map(|(_, n)| n.http_addr())
+        .collect();
+    let picker = Arc::new(Picker::new(balancer, addrs, capacity.clone()));
+    let poller = tokio::spawn({
+        let p = picker.clone();
+        async move { p.run_poller().await }
+    });
     let t0 = Instant::now();
-    // Encoders: one playout per ingest node; a redundant one starts a second later, so
-    // the mesh follows the first.
-    let mut encoders: Vec<(usize, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    let encoders = start_encoders(scenario, &cluster, key)?;
+    let viewers = start_viewers(scenario, &picker);
+    let mut events = scenario.events.clone();
+    events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let mut events = events.into_iter().peekable();
+    let mut log = Vec::new();
+    let mut drains: Vec<JoinHandle<()>> = Vec::new();
+    let mut recorder = Recorder::new(capacity);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let end = Duration::from_secs(scenario.duration_s);
+    let mut last_progress = Instant::now();
+    while t0.elapsed() < end {
+        tick.tick().await;
+        while let Some(e) = events.next_if(|e| t0.elapsed().as_secs_f64() >= e.at_s) {
+            let at = t0.elapsed().as_secs_f64();
+            if let Some(node) = e.kill {
+                for (n, enc) in &encoders {
+                    if *n == node {
+                        enc.abort();
+                    }
+                }
+                picker.remove(node);
+                cluster.kill(node).await;
+                log.push(json!({"at_s": e.at_s, "event": format!("kill node{node}")}));
+                eprintln!("[{at:>5.1}s] killed node{node}");
+            }
+            if let Some(node) = e.drain {
+                picker.remove(node);
+                let deadline = Duration::from_secs_f64(e.drain_deadline_s);
+                if balancer == Balancer::Shoal {
+                    drains.extend(cluster.drain(node, deadline));
+                    eprintln!("[{at:>5.1}s] draining node{node}");
+                } else {
+                    // Without drain, an operator takes the node out of the balancer and
+                    // stops it after the same deadline.
+                    tokio::time::sleep(deadline).await;
+                    cluster.kill(node).await;
+                    eprintln!("[{at:>5.1}s] node{node} out of the balancer, stopped");
+                }
+                log.push(json!({"at_s": e.at_s, "event": format!("drain node{node}")}));
+            }
+        }
+        recorder.push(sample(&cluster, scenario.nodes));
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            progress(&cluster, &recorder, t0, end);
+        }
+    }
+    let mut outcomes = Vec::new();
+    for v in viewers {
+        outcomes.push(v.await?);
+    }
+    poller.abort();
+    for d in drains {
+        let _ = d.await;
+    }
+    let nodes_table = table::Table::new().render(&cluster.indexed());
+    for (_, enc) in &encoders {
+        enc.abort();
+    }
+    let report = json!({
+        "balancer": balancer.name(),
+        "events": log,
+        "viewers": viewer::report::summarize(&outcomes),
+        "load": recorder.figures(),
+        "nodes_at_end": nodes_table,
+    });
+    cluster.stop().await;
+    Ok(report)
+}
+
+/// Encoders: one playout per ingest node; a redundant one starts a second later, so the
+/// mesh follows the first.
+fn start_encoders(
+    scenario: &Scenario,
+    cluster: &Cluster,
+    key: &str,
+) -> anyhow::Result<Vec<(usize, JoinHandle<anyhow::Result<()>>)>> {
+    let mut encoders = Vec::new();
     for s in &scenario.streams {
         for (i, &node) in s.ingest.iter().enumerate() {
             let addr = cluster.node(node).context("ingest node")?.http_addr();
@@ -53,54 +183,62 @@ pub async fn run(scenario: Scenario, key: &str) -> anyhow::Result<Value> {
             ));
         }
     }
+    Ok(encoders)
+}
+
+/// Viewers: each group's arrivals spread over its ramp, each viewer with its own source
+/// IP, its first node chosen by the balancer.
+fn start_viewers(
+    scenario: &Scenario,
+    picker: &Arc<Picker>,
+) -> Vec<JoinHandle<viewer::client::Outcome>> {
     let watch = Duration::from_secs(scenario.duration_s);
     let mut viewers = Vec::new();
     for v in &scenario.viewers {
         for i in 0..v.count {
-            let node = v.nodes[i % v.nodes.len()];
-            let addr = cluster.node(node).context("viewer node")?.http_addr();
-            let url = format!("http://{addr}/live/{}/index.m3u8", v.stream);
+            let entry = v.nodes[i % v.nodes.len()];
             let delay = Duration::from_secs_f64(v.start_s + v.ramp_s * i as f64 / v.count as f64);
             let watch_for = watch.saturating_sub(delay);
+            let from = viewer::client::viewer_ip(viewers.len());
+            let (picker, stream) = (picker.clone(), v.stream.clone());
             viewers.push(tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                viewer::client::watch(&url, watch_for).await
+                let url_for = |retry: usize| {
+                    let addr = picker.pick(&stream, entry, retry);
+                    format!("http://{addr}/live/{stream}/index.m3u8")
+                };
+                viewer::client::watch(url_for, watch_for, Some(from)).await
             }));
         }
     }
-    let mut events = scenario.events.clone();
-    events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-    let mut log = Vec::new();
-    for e in events {
-        tokio::time::sleep_until((t0 + Duration::from_secs_f64(e.at_s)).into()).await;
-        if let Some(node) = e.kill {
-            for (n, enc) in &encoders {
-                if *n == node {
-                    enc.abort();
+    viewers
+}
+
+fn sample(cluster: &Cluster, nodes: usize) -> Vec<Sample> {
+    (0..nodes)
+        .map(|i| match cluster.node(i) {
+            Some(n) => {
+                let s = n.summary();
+                Sample {
+                    egress_bytes: Some(s.egress_bytes),
+                    viewer_load_bps: s.viewer_load_bps,
+                    viewers: s.viewers,
                 }
             }
-            cluster.kill(node).await;
-            log.push(json!({"at_s": e.at_s, "event": format!("kill node{node}")}));
-            eprintln!("[{:>5.1}s] killed node{node}", t0.elapsed().as_secs_f64());
-        }
-    }
-    let mut outcomes = Vec::new();
-    for v in viewers {
-        outcomes.push(v.await?);
-    }
-    let nodes_table = table::Table::new().render(&cluster.indexed());
-    for (_, enc) in &encoders {
-        enc.abort();
-    }
-    let report = json!({
-        "scenario": scenario.name,
-        "nodes": scenario.nodes,
-        "duration_s": scenario.duration_s,
-        "events": log,
-        "viewers": viewer::report::summarize(&outcomes),
-        "nodes_at_end": nodes_table,
-        "wall_s": start.elapsed().as_secs_f64(),
+            None => Sample::default(),
+        })
+        .collect()
+}
+
+fn progress(cluster: &Cluster, recorder: &Recorder, t0: Instant, end: Duration) {
+    let viewers: usize = cluster.live().map(|n| n.summary().viewers).sum();
+    let load = recorder.latest().map_or("-".to_string(), |(max, mean)| {
+        format!("{:.0}% max, {:.0}% mean", max * 100.0, mean * 100.0)
     });
-    cluster.stop().await;
-    Ok(report)
+    eprintln!(
+        "[{:>5.1}s / {}s] nodes {}, viewers {viewers}, load {load}",
+        t0.elapsed().as_secs_f64(),
+        end.as_secs(),
+        cluster.live().count(),
+    );
 }

@@ -3,12 +3,12 @@
 //! playlist, and feeds a [`Playout`] that records startup and stalls.
 
 use super::playout::{Figures, Playout};
-use crate::http::{get, parse_url};
+use crate::http::{get_from, parse_url};
 use shoal_node::hls::parse_media_playlist;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// Redirects followed before giving up (Shoal's redirects never chain; 3 is generous).
+/// Redirects followed in a row before giving up (Shoal's never chain; 3 is generous).
 const MAX_REDIRECTS: u32 = 3;
 /// Segments behind the live edge a player starts at.
 const LIVE_OFFSET: u64 = 3;
@@ -22,46 +22,97 @@ pub struct Outcome {
     pub redirects: u32,
     /// Failed requests.
     pub errors: u32,
+    /// Playlist requests refused with 503 (no room anywhere).
+    pub refused: u32,
+    /// Times it gave up on its node and asked its front end again.
+    pub rejoins: u32,
     /// The node that served it.
     pub node: Option<SocketAddr>,
 }
 
-/// Watches the live playlist at `url` for `duration`.
-pub async fn watch(url: &str, duration: Duration) -> Outcome {
+/// A distinct loopback source address for viewer `n` (127.1.0.0/16 onwards), so nodes
+/// count viewers apart as they would real ones.
+pub fn viewer_ip(n: usize) -> IpAddr {
+    let n = n as u32;
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        1 + (n >> 16) as u8,
+        (n >> 8) as u8,
+        n as u8,
+    ))
+}
+
+/// Failed playlist requests in a row after which a player gives up on its node and
+/// asks its front end again (a page reload).
+const REJOIN_AFTER: u32 = 3;
+
+/// Watches a live playlist for `duration`, from source address `from`. `url_for(n)` is
+/// the playlist URL to (re)join at: 0 first, then once per rejoin after [`REJOIN_AFTER`]
+/// failures in a row.
+pub async fn watch(
+    url_for: impl Fn(usize) -> String,
+    duration: Duration,
+    from: Option<IpAddr>,
+) -> Outcome {
+    let get = |addr, path: String| async move { get_from(from, addr, &path).await };
     let joined = Instant::now();
     let mut playout = Playout::new(joined);
     let mut outcome = Outcome {
         figures: playout.figures(joined),
         redirects: 0,
         errors: 0,
+        refused: 0,
+        rejoins: 0,
         node: None,
     };
-    let Ok((mut addr, mut path)) = parse_url(url) else {
+    let Ok((mut addr, mut path)) = parse_url(&url_for(0)) else {
         outcome.errors += 1;
         return outcome;
     };
     let mut next: Option<u64> = None;
+    let (mut chain, mut failed) = (0, 0);
     while joined.elapsed() < duration {
-        let response = match get(addr, &path).await {
+        if failed >= REJOIN_AFTER {
+            outcome.rejoins += 1;
+            failed = 0;
+            if let Ok((a, p)) = parse_url(&url_for(outcome.rejoins as usize)) {
+                (addr, path) = (a, p);
+            }
+        }
+        let response = match get(addr, path.clone()).await {
             Ok(r) => r,
             Err(_) => {
                 outcome.errors += 1;
+                failed += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
-        let redirect =
-            matches!(response.status, 301 | 302 | 307) && outcome.redirects < MAX_REDIRECTS;
+        let redirect = matches!(response.status, 301 | 302 | 307) && chain < MAX_REDIRECTS;
         if redirect && let Some(Ok((a, p))) = response.header("location").map(parse_url) {
             (addr, path) = (a, p);
             outcome.redirects += 1;
+            chain += 1;
+            continue;
+        }
+        chain = 0;
+        if response.status == 503 {
+            // No room anywhere: wait as told, as a player's retry would.
+            outcome.refused += 1;
+            let wait = response
+                .header("retry-after")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
             continue;
         }
         if response.status != 200 {
             outcome.errors += 1;
+            failed += 1;
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
+        failed = 0;
         outcome.node = Some(addr);
         let text = String::from_utf8_lossy(&response.body).into_owned();
         let Ok(playlist) = parse_media_playlist(text.as_bytes()) else {
@@ -78,7 +129,7 @@ pub async fn watch(url: &str, duration: Duration) -> Outcome {
             if Some(seq) < next || joined.elapsed() >= duration {
                 continue;
             }
-            match get(addr, &format!("{dir}{}", entry.file)).await {
+            match get(addr, format!("{dir}{}", entry.file)).await {
                 Ok(r) if r.status == 200 => {
                     playout.segment(
                         Duration::from_millis(entry.duration_ms as u64),

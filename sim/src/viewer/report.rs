@@ -31,6 +31,8 @@ pub fn summarize(outcomes: &[Outcome]) -> Value {
         "continuity": if segments == 0 { 0.0 } else { on_time as f64 / segments as f64 },
         "redirects": outcomes.iter().map(|o| o.redirects).sum::<u32>(),
         "errors": outcomes.iter().map(|o| o.errors).sum::<u32>(),
+        "refused": outcomes.iter().map(|o| o.refused).sum::<u32>(),
+        "rejoins": outcomes.iter().map(|o| o.rejoins).sum::<u32>(),
         "viewers_per_node": per_node,
     })
 }

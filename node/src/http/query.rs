@@ -1,0 +1,73 @@
+//! The query string of viewer URLs: the redirect marker, an optional session id, and
+//! whatever else the viewer brought (kept on redirects, e.g. tokens).
+
+use super::HttpError;
+
+/// The query parameter that marks a redirected viewer: it is served unless the node is
+/// truly full, so redirects never chain.
+pub const REDIRECT_MARKER: &str = "redirected";
+/// The optional session parameter: viewers sharing an IP count apart.
+pub const SESSION: &str = "sid";
+/// Longest query string accepted.
+pub const MAX_QUERY: usize = 2048;
+/// Most parameters accepted.
+pub const MAX_PARAMS: usize = 16;
+
+/// A parsed viewer query.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    /// The redirect marker was present.
+    pub redirected: bool,
+    /// The session id, if any.
+    pub sid: Option<String>,
+    /// Every other parameter, raw, in order (including `sid`).
+    pub rest: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Parses a raw query string (without `?`).
+    pub fn parse(raw: Option<&str>) -> Result<Query, HttpError> {
+        let mut q = Query::default();
+        let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+            return Ok(q);
+        };
+        if raw.len() > MAX_QUERY {
+            return Err(HttpError::BadRequest(format!(
+                "query string over {MAX_QUERY} bytes"
+            )));
+        }
+        for pair in raw.split('&').filter(|p| !p.is_empty()) {
+            if q.rest.len() >= MAX_PARAMS {
+                return Err(HttpError::BadRequest(format!(
+                    "more than {MAX_PARAMS} query parameters"
+                )));
+            }
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if k == REDIRECT_MARKER {
+                q.redirected = true;
+                continue;
+            }
+            if k == SESSION && !v.is_empty() {
+                q.sid = Some(v.to_string());
+            }
+            q.rest.push((k.to_string(), v.to_string()));
+        }
+        Ok(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_marker_session_and_rest() {
+        let q = Query::parse(Some("redirected=1&sid=abc&token=x")).unwrap();
+        assert!(q.redirected);
+        assert_eq!(q.sid.as_deref(), Some("abc"));
+        assert_eq!(q.rest.len(), 2);
+        assert_eq!(Query::parse(None).unwrap(), Query::default());
+        assert!(Query::parse(Some(&"a".repeat(MAX_QUERY + 1))).is_err());
+        assert!(Query::parse(Some(&"a=1&".repeat(MAX_PARAMS + 1))).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! Load over time: each node's egress sampled once a second, turned into utilisation of
+//! its nominal capacity, overload and imbalance figures.
+
+use serde_json::{Value, json};
+
+/// Egress is averaged over this many one-second samples before it is compared with
+/// capacity (segments go out in bursts).
+pub const AVERAGE_S: usize = 5;
+/// Imbalance is measured only while the mesh carries at least this utilisation on
+/// average (an idle mesh has no meaningful max/mean).
+const BUSY_MEAN: f64 = 0.05;
+
+/// One node at one second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Total egress bytes so far (viewers and peers); `None` when the node is gone.
+    pub egress_bytes: Option<u64>,
+    /// Its viewers x bitrate, bits per second.
+    pub viewer_load_bps: u64,
+    /// Its viewers.
+    pub viewers: usize,
+}
+
+/// Samples of every node, second by second.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    capacity: Vec<u64>,
+    seconds: Vec<Vec<Sample>>,
+}
+
+impl Recorder {
+    /// A recorder for nodes with nominal `capacity` (bps; 0: none).
+    pub fn new(capacity: Vec<u64>) -> Self {
+        Self {
+            capacity,
+            seconds: Vec::new(),
+        }
+    }
+
+    /// Adds one second's samples (one per node, by index).
+    pub fn push(&mut self, samples: Vec<Sample>) {
+        self.seconds.push(samples);
+    }
+
+    /// Egress of node `i` at second `t`, bits per second (None before two samples).
+    fn egress_bps(&self, t: usize, i: usize) -> Option<f64> {
+        let now = self.seconds.get(t)?.get(i)?.egress_bytes?;
+        let before = self.seconds.get(t.checked_sub(1)?)?.get(i)?.egress_bytes?;
+        Some(now.saturating_sub(before) as f64 * 8.0)
+    }
+
+    /// Utilisation of node `i` at second `t`: egress averaged over [`AVERAGE_S`] seconds
+    /// divided by capacity.
+    pub fn utilization(&self, t: usize, i: usize) -> Option<f64> {
+        let cap = *self.capacity.get(i)?;
+        if cap == 0 {
+            return None;
+        }
+        let window: Vec<f64> = (t.saturating_sub(AVERAGE_S - 1)..=t)
+            .filter_map(|s| self.egress_bps(s, i))
+            .collect();
+        if window.is_empty() {
+            return None;
+        }
+        Some(window.iter().sum::<f64>() / window.len() as f64 / cap as f64)
+    }
+
+    /// The current utilisation of the busiest node and the mean over nodes.
+    pub fn latest(&self) -> Option<(f64, f64)> {
+        let t = self.seconds.len().checked_sub(1)?;
+        let utils: Vec<f64> = (0..self.capacity.len())
+            .filter_map(|i| self.utilization(t, i))
+            .collect();
+        if utils.is_empty() {
+            return None;
+        }
+        let max = utils.iter().cloned().fold(0.0, f64::max);
+        Some((max, utils.iter().sum::<f64>() / utils.len() as f64))
+    }
+
+    /// The figures as JSON: per node capacity, peak utilisation and seconds over
+    /// capacity; overall peak, overloaded node-seconds, max/mean imbalance; and the
+    /// per-second utilisation series for plots.
+    pub fn figures(&self) -> Value {
+        let n = self.capacity.len();
+        let mut nodes = Vec::new();
+        let mut overloaded = 0usize;
+        let mut peak: f64 = 0.0;
+        for i in 0..n {
+            let series: Vec<Option<f64>> = (0..self.seconds.len())
+                .map(|t| self.utilization(t, i))
+                .collect();
+            let node_peak = series.iter().flatten().cloned().fold(0.0, f64::max);
+            let over = series.iter().flatten().filter(|u| **u > 1.0).count();
+            let peak_model = self
+                .seconds
+                .iter()
+                .filter_map(|s| s.get(i))
+                .map(|s| s.viewer_load_bps)
+                .max()
+                .unwrap_or(0);
+            let peak_viewers = self
+                .seconds
+                .iter()
+                .filter_map(|s| s.get(i))
+                .map(|s| s.viewers)
+                .max()
+                .unwrap_or(0);
+            overloaded += over;
+            peak = peak.max(node_peak);
+            nodes.push(json!({
+                "node": i,
+                "capacity_mbit": self.capacity[i] as f64 / 1e6,
+                "peak_utilization": node_peak,
+                "seconds_over_capacity": over,
+                "peak_viewer_load_mbit": peak_model as f64 / 1e6,
+                "peak_viewers": peak_viewers,
+                "utilization": series.iter().map(|u| u.map(|v| (v * 1000.0).round() / 1000.0)).collect::<Vec<_>>(),
+            }));
+        }
+        let mut ratios = Vec::new();
+        for t in 0..self.seconds.len() {
+            let utils: Vec<f64> = (0..n).filter_map(|i| self.utilization(t, i)).collect();
+            if utils.is_empty() {
+                continue;
+            }
+            let mean = utils.iter().sum::<f64>() / utils.len() as f64;
+            if mean >= BUSY_MEAN {
+                ratios.push(utils.iter().cloned().fold(0.0, f64::max) / mean);
+            }
+        }
+        let mean_ratio = if ratios.is_empty() {
+            None
+        } else {
+            Some(ratios.iter().sum::<f64>() / ratios.len() as f64)
+        };
+        let measured = self.capacity.iter().any(|c| *c > 0);
+        json!({
+            "peak_utilization": measured.then_some(peak),
+            "overloaded_node_seconds": overloaded,
+            "imbalance_max_over_mean": mean_ratio,
+            "imbalance_worst": ratios.iter().cloned().fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r)))),
+            "nodes": nodes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(bytes: u64) -> Sample {
+        Sample {
+            egress_bytes: Some(bytes),
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn utilization_overload_and_imbalance() {
+        // Two nodes of 8 Mbit: node 0 sends 1 MB/s (8 Mbit, 100%), node 1 0.25 MB/s.
+        let mut r = Recorder::new(vec![8_000_000, 8_000_000]);
+        for t in 0..10u64 {
+            r.push(vec![s(t * 1_000_000), s(t * 250_000)]);
+        }
+        assert_eq!(r.utilization(5, 0), Some(1.0));
+        assert_eq!(r.utilization(5, 1), Some(0.25));
+        let f = r.figures();
+        assert_eq!(f["overloaded_node_seconds"], 0);
+        let imbalance = f["imbalance_max_over_mean"].as_f64().unwrap();
+        assert!((imbalance - 1.6).abs() < 1e-9, "{imbalance}");
+        // Twice as much on node 0 for the last seconds: over capacity.
+        let mut r = Recorder::new(vec![8_000_000]);
+        for t in 0..10u64 {
+            r.push(vec![s(t * 2_000_000)]);
+        }
+        assert_eq!(r.figures()["overloaded_node_seconds"], 9);
+    }
+}

@@ -1,0 +1,61 @@
+//! The scenario report as text: one line per balancer run, then Shoal's nodes.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+/// Renders `report` (from [`super::run`]) for a terminal.
+pub fn text(report: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "scenario {}: {} nodes, {} s, events {}",
+        report["scenario"], report["nodes"], report["duration_s"], report["events"]
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:>9} {:>16} {:>12} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "balancer",
+        "served",
+        "startup p50/p95",
+        "stalls (s)",
+        "continuity",
+        "redirects",
+        "refused",
+        "rejoins",
+        "peak load",
+        "over (s)",
+        "max/mean"
+    );
+    for run in report["runs"].as_array().into_iter().flatten() {
+        let v = &run["viewers"];
+        let l = &run["load"];
+        let f = |x: &Value| x.as_f64().map_or("-".to_string(), |x| format!("{x:.0}"));
+        let pct = |x: &Value| {
+            x.as_f64()
+                .map_or("-".to_string(), |x| format!("{:.0}%", x * 100.0))
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:>9} {:>16} {:>12} {:>10.3} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9}",
+            run["balancer"].as_str().unwrap_or("?"),
+            format!("{}/{}", v["started"], v["viewers"]),
+            format!("{}/{} ms", f(&v["startup_p50_ms"]), f(&v["startup_p95_ms"])),
+            format!(
+                "{} ({:.1})",
+                v["stalls"],
+                v["stalled_s"].as_f64().unwrap_or(0.0)
+            ),
+            v["continuity"].as_f64().unwrap_or(0.0),
+            v["redirects"].to_string(),
+            v["refused"].to_string(),
+            v["rejoins"].to_string(),
+            pct(&l["peak_utilization"]),
+            l["overloaded_node_seconds"].to_string(),
+            l["imbalance_max_over_mean"]
+                .as_f64()
+                .map_or("-".to_string(), |x| format!("{x:.2}")),
+        );
+    }
+    let _ = writeln!(out, "{}", report["nodes_at_end"].as_str().unwrap_or(""));
+    out
+}
