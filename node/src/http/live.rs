@@ -103,6 +103,10 @@ pub async fn get(
                 let known =
                     core.stream(&name).is_some() || !core.stream_holders(&name, now).is_empty();
                 if !known {
+                    // A player waiting for a stream that has not started yet: it is a
+                    // viewer (the stream is prefetched once it appears), nothing to
+                    // balance yet.
+                    core.handle_viewer(&name, viewer, now);
                     Resolved::Playlist
                 } else {
                     match core.admit_viewer(&name, viewer, query.redirected, now) {
