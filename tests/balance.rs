@@ -71,6 +71,25 @@ async fn wait_bitrate(addr: SocketAddr, peers: usize) {
     .unwrap();
 }
 
+/// Waits until the node at `observer` sees peer `draining` announce that it drains.
+async fn wait_draining(observer: SocketAddr, draining: &str) {
+    wait_for(
+        "a peer to be seen draining",
+        Duration::from_secs(10),
+        || async {
+            let s = status(observer).await.map_err(|e| e.to_string())?;
+            let seen = s["peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["peer_id"] == draining && p["draining"] == true);
+            Ok(seen.then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_node_redirects_to_a_peer_with_headroom_then_refuses() {
     init_logging();
@@ -221,17 +240,7 @@ async fn a_draining_node_redirects_new_viewers_serves_its_own_then_leaves_and_re
         200
     );
     // B learns A is draining from its status.
-    wait_for("B to see A draining", Duration::from_secs(10), || async {
-        let s = status(b).await.map_err(|e| e.to_string())?;
-        let draining = s["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|p| p["peer_id"] == a_id.as_str() && p["draining"] == true);
-        Ok(draining.then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_draining(b, &a_id).await;
     assert_eq!(status(a).await.unwrap()["draining"], "draining");
 
     // Drain with a 1 s deadline: the remaining viewer is then handed off to B...
@@ -357,17 +366,7 @@ async fn sigterm_and_shoal_drain_drain_real_processes() {
 
     // SIGTERM: A tells the mesh it is draining, then exits cleanly.
     a.terminate();
-    wait_for("B to see A draining", Duration::from_secs(10), || async {
-        let s = status(b.http).await.map_err(|e| e.to_string())?;
-        let draining = s["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|p| p["peer_id"] == a.peer_id.as_str() && p["draining"] == true);
-        Ok(draining.then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_draining(b.http, &a.peer_id).await;
     let exit = a.wait_exit(Duration::from_secs(30)).await;
     assert!(
         exit.is_some_and(|e| e.success()),

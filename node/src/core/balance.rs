@@ -345,12 +345,7 @@ impl Core {
         if !holder || best >= here {
             return None;
         }
-        if self.balance.sticky.len() < MAX_STICKY {
-            self.balance
-                .sticky
-                .insert((stream.clone(), viewer), (peer, now));
-        }
-        Some(self.charge(peer, http, bitrate, now))
+        Some(self.send(stream, viewer, peer, http, bitrate, now))
     }
 
     /// Picks the peer a viewer of `stream` is redirected to: the one it was sent to before
@@ -375,6 +370,20 @@ impl Core {
         }
         let bitrate = self.bitrate_bps(stream);
         let (_, peer, http) = self.candidates(stream, bitrate, now).into_iter().next()?;
+        Some(self.send(stream, viewer, peer, http, bitrate, now))
+    }
+
+    /// Sends a new viewer to `peer`: remembered, so the viewer goes there again, and
+    /// charged to the peer's load.
+    fn send(
+        &mut self,
+        stream: &stream::Name,
+        viewer: u128,
+        peer: PeerId,
+        http: SocketAddr,
+        bitrate: u64,
+        now: Instant,
+    ) -> Target {
         if self.balance.sticky.len() >= MAX_STICKY {
             let idle = self.config.viewer_idle;
             self.balance
@@ -382,9 +391,11 @@ impl Core {
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) <= idle);
         }
         if self.balance.sticky.len() < MAX_STICKY {
-            self.balance.sticky.insert(key, (peer, now));
+            self.balance
+                .sticky
+                .insert((stream.clone(), viewer), (peer, now));
         }
-        Some(self.charge(peer, http, bitrate, now))
+        self.charge(peer, http, bitrate, now)
     }
 
     fn charge(&mut self, peer: PeerId, http: SocketAddr, bps: u64, now: Instant) -> Target {

@@ -65,6 +65,16 @@ impl Recorder {
         Some(window.iter().sum::<f64>() / window.len() as f64 / cap as f64)
     }
 
+    /// The largest value of `field` node `i` reached.
+    fn peak(&self, i: usize, field: impl Fn(&Sample) -> usize) -> usize {
+        self.seconds
+            .iter()
+            .filter_map(|s| s.get(i))
+            .map(field)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The current utilisation of the busiest node and the mean over nodes.
     pub fn latest(&self) -> Option<(f64, f64)> {
         let t = self.seconds.len().checked_sub(1)?;
@@ -92,20 +102,8 @@ impl Recorder {
                 .collect();
             let node_peak = series.iter().flatten().cloned().fold(0.0, f64::max);
             let over = series.iter().flatten().filter(|u| **u > 1.0).count();
-            let peak_model = self
-                .seconds
-                .iter()
-                .filter_map(|s| s.get(i))
-                .map(|s| s.viewer_load_bps)
-                .max()
-                .unwrap_or(0);
-            let peak_viewers = self
-                .seconds
-                .iter()
-                .filter_map(|s| s.get(i))
-                .map(|s| s.viewers)
-                .max()
-                .unwrap_or(0);
+            let peak_model = self.peak(i, |s| s.viewer_load_bps as usize);
+            let peak_viewers = self.peak(i, |s| s.viewers);
             overloaded += over;
             peak = peak.max(node_peak);
             nodes.push(json!({
