@@ -288,6 +288,10 @@ async fn ingest_goes_on_while_viewers_fill_the_nodes_capacity() {
     wait_known(a, &[&nodes[1].peer_id().to_string()])
         .await
         .unwrap();
+    // B must know A as a holder for its viewers' prefetches to start at once.
+    wait_known(b, &[&nodes[0].peer_id().to_string()])
+        .await
+        .unwrap();
     push_segment(a, "live", 0).await;
     push_segment(a, "live", 1).await;
     wait_bitrate(a, 1).await;

@@ -253,6 +253,9 @@ impl Core {
                 // interval.
                 self.status_dirty = true;
                 self.settle_credits(from, now);
+                // Prefetches that found no known holder before this peer's first status
+                // get another chance now.
+                self.prefetch_missing();
             }
             StatusUpdate::Updated => self.settle_credits(from, now),
         }
@@ -316,6 +319,29 @@ impl Core {
             self.actions.push_back(Action::Prefetch(id));
         }
         Ok(())
+    }
+
+    /// Asks for every segment near the live edge of a watched stream that is announced
+    /// but not held (fetches of one segment are coalesced, so a repeat costs nothing).
+    fn prefetch_missing(&mut self) {
+        let playlist_len = self.config.playlist_len as u64;
+        let missing: Vec<segment::Id> = self
+            .streams
+            .values()
+            .filter(|s| self.is_watched(&s.name))
+            .flat_map(|s| {
+                let newest = s.newest().unwrap_or(0);
+                s.entries
+                    .iter()
+                    .filter(move |(seq, e)| e.held.is_none() && **seq + playlist_len > newest)
+                    .map(|(seq, _)| segment::Id {
+                        stream: s.name.clone(),
+                        seq: *seq,
+                    })
+            })
+            .collect();
+        self.actions
+            .extend(missing.into_iter().map(Action::Prefetch));
     }
 
     /// An encoder pushed a segment into this node; its bytes are already stored.

@@ -76,6 +76,38 @@ fn watched_streams_are_prefetched_on_announcement() {
 }
 
 #[test]
+fn prefetches_without_a_known_holder_are_retried_when_a_peer_appears() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_viewer(&name("s"), 42, t0);
+    // Announcements arrive (gossip) before the signer's first status: nobody to ask yet.
+    for seq in 0..8 {
+        core.handle_announcement(announcement_by(1, "s", seq, None), t0)
+            .unwrap();
+    }
+    assert!(core.holders(&id("s", 7), t0).is_empty());
+    drain(&mut core);
+    core.handle_status(peer(1), status_holding(1, "s", 0, 7), t0);
+    let prefetched: Vec<u64> = drain(&mut core)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Prefetch(id) => Some(id.seq),
+            _ => None,
+        })
+        .collect();
+    // Near the live edge only, as on announcement.
+    let first = 8 - core.config().playlist_len as u64;
+    assert_eq!(prefetched, (first..8).collect::<Vec<_>>());
+    // A status update (not a newcomer) does not repeat them.
+    core.handle_status(peer(1), status_holding(2, "s", 0, 7), t0);
+    assert!(
+        !drain(&mut core)
+            .iter()
+            .any(|a| matches!(a, Action::Prefetch(_)))
+    );
+}
+
+#[test]
 fn gaps_trigger_a_rate_limited_sync_with_the_signer() {
     let t0 = Instant::now();
     let mut core = Core::new(peer(0), Config::default());
