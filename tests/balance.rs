@@ -93,9 +93,10 @@ async fn wait_draining(observer: SocketAddr, draining: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_node_redirects_to_a_peer_with_headroom_then_refuses() {
     init_logging();
-    // Budgets: A and B take two viewers each (2 x 1.64 <= 4 < 3 x 1.64).
+    // Budgets: A and B take two viewers each. B: 2 x 1.64 <= 4 < 3 x 1.64. A ingests,
+    // so one copy of the stream is kept for the mesh: 2 x 1.64 <= 6 - 1.64 < 3 x 1.64.
     let nodes = mesh(vec![
-        with_capacity("bal-a", 4 * MBIT, 0),
+        with_capacity("bal-a", 6 * MBIT, 0),
         with_capacity("bal-b", 4 * MBIT, 0),
     ])
     .await
@@ -277,7 +278,8 @@ async fn a_draining_node_redirects_new_viewers_serves_its_own_then_leaves_and_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingest_goes_on_while_viewers_fill_the_nodes_capacity() {
     init_logging();
-    // A: 4 Mbit with 20% reserved: a 3.2 Mbit viewer budget takes one 1.64 Mbit viewer.
+    // A: 4 Mbit, one 1.64 Mbit copy of its ingest kept for the mesh (more than the 20%
+    // reserve): a 2.36 Mbit viewer budget takes one 1.64 Mbit viewer.
     let nodes = mesh(vec![
         with_capacity("fill-a", 4 * MBIT, 4 * MBIT / 5),
         config("fill-b"),

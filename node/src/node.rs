@@ -518,10 +518,10 @@ impl Shared {
     pub(crate) fn publish_status(&self) {
         let cpu = self.cpu.lock().expect("poisoned").sample();
         let (egress_bps, relay_bps) = self.egress_bps();
-        let (streams, ingesting, mut load, draining, warm) = {
+        let (streams, ingesting, load, draining, warm) = {
             let mut core = self.core.lock().expect("poisoned");
             core.set_cpu(cpu);
-            core.set_relay_bps(relay_bps);
+            core.observe_egress(egress_bps, relay_bps, Instant::now());
             (
                 core.held_streams(),
                 core.ingest_claims(),
@@ -530,7 +530,6 @@ impl Shared {
                 core.warm_requests(),
             )
         };
-        load.egress_bps = egress_bps;
         let status = Status {
             version: self.status_version.fetch_add(1, Ordering::Relaxed),
             issued_at: unix_millis(),

@@ -7,7 +7,10 @@
 //! - **Cost of one more viewer**: the stream's measured bitrate. A node has headroom for
 //!   a viewer when its viewer load plus that bitrate stays within its viewer budget
 //!   (capacity minus the reserve for ingest and relaying, or minus the measured relay
-//!   egress when that is more).
+//!   egress when that is more). The viewer load is the larger of the model (viewers x
+//!   bitrate, plus a startup surcharge) and what viewers were measured to take
+//!   ([`viewer_use`]): the model answers at once, the measurement catches what the model
+//!   misses (players fetching ahead, bitrate changes).
 //! - **Admission**: a viewer's first playlist request is served here when this node has
 //!   headroom and is not draining; otherwise it is redirected to the cheapest peer (see
 //!   [`cost`]), or refused with a retry delay when no node has room. A redirected viewer
@@ -38,6 +41,9 @@ pub const REDIRECT_CREDIT: Duration = Duration::from_secs(2);
 /// follows a redirect within an RTT; a node publishes a changed status within
 /// `status_min_interval`).
 pub const CREDIT_SETTLE: Duration = Duration::from_secs(1);
+/// Time constant of the smoothed egress figures (exponentially weighted): long enough to
+/// even out segment-sized bursts, short enough to see a crowd within a few seconds.
+pub const EGRESS_SMOOTHING: Duration = Duration::from_secs(2);
 /// Arrivals are counted over this long to estimate demand growth.
 pub const TREND_WINDOW: Duration = Duration::from_secs(5);
 /// What a client refused for lack of room anywhere is told to wait.
@@ -103,8 +109,8 @@ pub struct State {
     drain: Option<Drain>,
     /// This node's CPU use, permille of all cores.
     cpu_permille: u16,
-    /// What this node sends to peers, bits per second (measured).
-    relay_bps: u64,
+    /// Smoothed measured egress: (total, relay) bits per second, and when last updated.
+    egress: Option<(f64, f64, Instant)>,
     /// Viewers admitted here within the configured startup window: (when, bitrate). Each
     /// costs its bitrate once more while it fills its buffer.
     startups: VecDeque<(Instant, u64)>,
@@ -117,6 +123,13 @@ pub fn viewer_budget(load: &Load) -> Option<u64> {
         load.capacity_bps
             .saturating_sub(load.reserve_bps.max(load.relay_bps))
     })
+}
+
+/// What a node's viewers take, as far as it is known: the larger of its modelled viewer
+/// load and its measured egress to viewers (total minus relaying).
+pub fn viewer_use(load: &Load) -> u64 {
+    load.viewer_load_bps
+        .max(load.egress_bps.saturating_sub(load.relay_bps))
 }
 
 /// The cost of sending a viewer to a node (lower is better), in milliseconds: its RTT,
@@ -141,20 +154,37 @@ fn fits(used: u64, add: u64, budget: Option<u64>) -> bool {
 }
 
 impl Core {
-    /// This node's load figures (without the measured egress, which the runtime knows).
+    /// This node's load figures.
     pub fn own_load(&self) -> Load {
+        let (egress, relay) = self
+            .balance
+            .egress
+            .map_or((0, 0), |(t, r, _)| (t as u64, r as u64));
         Load {
             capacity_bps: self.config.egress_capacity_bps,
-            reserve_bps: self
-                .config
-                .ingest_reserve_bps
-                .min(self.config.egress_capacity_bps),
+            reserve_bps: self.reserve_bps(),
             viewer_load_bps: self.viewer_load_bps(),
-            egress_bps: 0,
-            relay_bps: self.balance.relay_bps,
+            egress_bps: egress,
+            relay_bps: relay,
             viewers: self.total_viewers() as u32,
             cpu_permille: self.balance.cpu_permille,
         }
+    }
+
+    /// The egress kept from viewers for ingest and relaying: the configured reserve, or
+    /// one copy of every stream ingested here when that is more (the mesh must be fed
+    /// whatever the viewers want). At most the capacity.
+    pub fn reserve_bps(&self) -> u64 {
+        let ingest: u64 = self
+            .streams
+            .values()
+            .filter(|s| s.ingest_here)
+            .filter_map(|s| s.bitrate_bps())
+            .sum();
+        self.config
+            .ingest_reserve_bps
+            .max(ingest)
+            .min(self.config.egress_capacity_bps)
     }
 
     /// What this node's viewers cost: viewers x bitrate, summed over streams, plus the
@@ -218,13 +248,29 @@ impl Core {
         if per_copy == 0 {
             return fanout;
         }
-        let room = capacity.saturating_sub(self.viewer_load_bps());
+        let room = capacity.saturating_sub(viewer_use(&self.own_load()));
         ((room / per_copy) as usize).clamp(1, fanout)
     }
 
-    /// Records what this node sends to peers (relaying), bits per second.
-    pub fn set_relay_bps(&mut self, bps: u64) {
-        self.balance.relay_bps = bps;
+    /// True if this node's smoothed measured egress is above its capacity.
+    pub fn over_capacity(&self) -> bool {
+        let load = self.own_load();
+        load.capacity_bps > 0 && load.egress_bps > load.capacity_bps
+    }
+
+    /// Records a measurement of this node's egress, bits per second: `total` (viewers
+    /// and peers) and the part of it sent to peers, `relay`, each averaged since the
+    /// previous measurement. Smoothed over [`EGRESS_SMOOTHING`].
+    pub fn observe_egress(&mut self, total: u64, relay: u64, now: Instant) {
+        let (total, relay) = (total as f64, relay as f64);
+        self.balance.egress = Some(match self.balance.egress {
+            None => (total, relay, now),
+            Some((t, r, at)) => {
+                let dt = now.saturating_duration_since(at).as_secs_f64();
+                let a = 1.0 - (-dt / EGRESS_SMOOTHING.as_secs_f64()).exp();
+                (t + a * (total - t), r + a * (relay - r), now)
+            }
+        });
     }
 
     fn cpu_ok(&self, permille: u16) -> bool {
@@ -237,7 +283,7 @@ impl Core {
         let load = self.own_load();
         self.cpu_ok(load.cpu_permille)
             && fits(
-                load.viewer_load_bps,
+                viewer_use(&load),
                 self.bitrate_bps(stream),
                 viewer_budget(&load),
             )
@@ -299,7 +345,7 @@ impl Core {
                 .streams
                 .get(stream)
                 .is_some_and(|s| s.newest().is_some());
-            let util = utilization(load.viewer_load_bps, bitrate, viewer_budget(&load));
+            let util = utilization(viewer_use(&load), bitrate, viewer_budget(&load));
             cost(Duration::ZERO, holds, util)
         });
         let best_peer = self.candidates(stream, bitrate, now).into_iter().next();
@@ -338,7 +384,7 @@ impl Core {
         let here = cost(
             Duration::ZERO,
             false,
-            utilization(load.viewer_load_bps, bitrate, budget),
+            utilization(viewer_use(&load), bitrate, budget),
         );
         let (best, peer, http) = self.candidates(stream, bitrate, now).into_iter().next()?;
         let holder = self.peers.get(&peer)?.newest(stream).is_some();
@@ -360,7 +406,7 @@ impl Core {
             && let Some(http) = self.eligible(p, now)
             && p.status
                 .as_ref()
-                .is_some_and(|s| fits(s.load.viewer_load_bps, 0, viewer_budget(&s.load)))
+                .is_some_and(|s| fits(viewer_use(&s.load), 0, viewer_budget(&s.load)))
         {
             self.balance.sticky.insert(key, (peer, now));
             return Some(Target {
@@ -442,7 +488,7 @@ impl Core {
             .filter_map(|(id, p)| {
                 let http = self.eligible(p, now)?;
                 let load = &p.status.as_ref()?.load;
-                let used = load.viewer_load_bps + self.credited(id);
+                let used = viewer_use(load) + self.credited(id);
                 let budget = viewer_budget(load);
                 if !fits(used, bitrate, budget) {
                     return None;
@@ -511,7 +557,7 @@ impl Core {
             for (name, count) in streams {
                 let rate = count as f64 / TREND_WINDOW.as_secs_f64();
                 let bitrate = self.bitrate_bps(name);
-                let predicted = load.viewer_load_bps as f64 + rate * horizon * bitrate as f64;
+                let predicted = viewer_use(&load) as f64 + rate * horizon * bitrate as f64;
                 let excess = predicted - budget as f64;
                 if excess <= 0.0 || bitrate == 0 {
                     continue;
@@ -556,7 +602,7 @@ impl Core {
                 continue;
             };
             let room = viewer_budget(load).map_or(f64::INFINITY, |b| {
-                b.saturating_sub(load.viewer_load_bps + self.credited(&id)) as f64
+                b.saturating_sub(viewer_use(load) + self.credited(&id)) as f64
             });
             covered += room;
             if p.newest(stream).is_none() {

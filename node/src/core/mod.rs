@@ -29,6 +29,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Least time between two manifest syncs of one stream.
 const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// How many of the newest segments of a watched stream are pulled ahead of requests.
+/// Players start three target durations from the live edge (RFC 8216 section 6.3.3;
+/// hls.js `liveSyncDurationCount` 3); older segments are pulled when asked for, so a new
+/// holder does not pull a whole playlist from its peers in one burst.
+pub const PREFETCH_DEPTH: u64 = 3;
 use std::time::{Duration, Instant};
 use streams::{Added, Source, StreamState};
 use thiserror::Error;
@@ -314,7 +319,7 @@ impl Core {
             .streams
             .get(&id.stream)
             .and_then(|s| s.newest())
-            .is_some_and(|n| id.seq + self.config.playlist_len as u64 > n);
+            .is_some_and(|n| id.seq + PREFETCH_DEPTH > n);
         if self.is_watched(&id.stream) && !held && near_edge {
             self.actions.push_back(Action::Prefetch(id));
         }
@@ -324,7 +329,6 @@ impl Core {
     /// Asks for every segment near the live edge of a watched stream that is announced
     /// but not held (fetches of one segment are coalesced, so a repeat costs nothing).
     fn prefetch_missing(&mut self) {
-        let playlist_len = self.config.playlist_len as u64;
         let missing: Vec<segment::Id> = self
             .streams
             .values()
@@ -333,7 +337,7 @@ impl Core {
                 let newest = s.newest().unwrap_or(0);
                 s.entries
                     .iter()
-                    .filter(move |(seq, e)| e.held.is_none() && **seq + playlist_len > newest)
+                    .filter(move |(seq, e)| e.held.is_none() && **seq + PREFETCH_DEPTH > newest)
                     .map(|(seq, _)| segment::Id {
                         stream: s.name.clone(),
                         seq: *seq,
@@ -475,7 +479,14 @@ impl Core {
     /// see [`Core::upload_limit`]); a peer that was served before is served again (a
     /// retry).
     pub fn admit_upload(&mut self, id: &segment::Id, requester: u128) -> Upload {
-        let fanout = self.upload_limit();
+        let relayed = self.streams.get(&id.stream).is_some_and(|s| !s.ingest_here);
+        // Past capacity, a node keeps feeding the mesh only its own ingest: what it
+        // relays, peers can pull from the other holders.
+        let fanout = if relayed && self.over_capacity() {
+            0
+        } else {
+            self.upload_limit()
+        };
         let Some(entry) = self
             .streams
             .get_mut(&id.stream)
@@ -495,7 +506,7 @@ impl Core {
         // pullers spread over them rather than all asking the first.
         entry.busy_answers += 1;
         let fed = entry.uploads.clone();
-        let start = entry.busy_answers % fed.len();
+        let start = entry.busy_answers % fed.len().max(1);
         let by_key: HashMap<u128, PeerId> = self
             .peers
             .known()

@@ -96,7 +96,7 @@ fn prefetches_without_a_known_holder_are_retried_when_a_peer_appears() {
         })
         .collect();
     // Near the live edge only, as on announcement.
-    let first = 8 - core.config().playlist_len as u64;
+    let first = 8 - PREFETCH_DEPTH;
     assert_eq!(prefetched, (first..8).collect::<Vec<_>>());
     // A status update (not a newcomer) does not repeat them.
     core.handle_status(peer(1), status_holding(2, "s", 0, 7), t0);

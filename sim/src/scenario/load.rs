@@ -4,8 +4,10 @@
 use serde_json::{Value, json};
 
 /// Egress is averaged over this many one-second samples before it is compared with
-/// capacity (segments go out in bursts).
-pub const AVERAGE_S: usize = 5;
+/// capacity: segments go out in bursts, one per segment period (2 s for the built-in
+/// clip), so the window holds a whole number of periods. A 5 s window held two or three
+/// bursts depending on phase and swung by +-20% around the true rate.
+pub const AVERAGE_S: usize = 6;
 /// Imbalance is measured only while the mesh carries at least this utilisation on
 /// average (an idle mesh has no meaningful max/mean).
 const BUSY_MEAN: f64 = 0.05;

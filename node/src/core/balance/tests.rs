@@ -1,8 +1,8 @@
 //! The balancer's decisions in virtual time.
 
 use super::*;
-use crate::core::Config;
 use crate::core::testing::{announcement_sized, peer, status_holding};
+use crate::core::{Config, Upload};
 use shoal_protocol::status::Status;
 
 const MBIT: u64 = 1_000_000;
@@ -11,8 +11,9 @@ fn name(s: &str) -> stream::Name {
     stream::Name::new(s).unwrap()
 }
 
-/// A node with `capacity` (no reserve) that ingests stream "s" at 1 Mbit/s. A new
-/// viewer costs just its bitrate (the startup surcharge has its own test).
+/// A node with `capacity` (no reserve) that relays stream "s" at 1 Mbit/s from peer 9
+/// (ingest is not here, so it reserves nothing). A new viewer costs just its bitrate (the
+/// startup surcharge has its own test).
 fn node(capacity: u64, t0: Instant) -> Core {
     let config = Config {
         egress_capacity_bps: capacity,
@@ -22,9 +23,12 @@ fn node(capacity: u64, t0: Instant) -> Core {
     };
     let mut core = Core::new(peer(0), config);
     // 250,000 bytes per 2 s segment: 1 Mbit/s.
-    core.handle_ingested(announcement_sized(0, "s", 0, None, 250_000), t0)
-        .unwrap();
+    let a = announcement_sized(9, "s", 0, None, 250_000);
+    let id = a.value.id.clone();
+    core.handle_announcement(a, t0).unwrap();
+    core.handle_fetched(&id, peer(9), t0);
     assert_eq!(core.bitrate_bps(&name("s")), MBIT);
+    assert_eq!(core.reserve_bps(), 0);
     core
 }
 
@@ -288,4 +292,69 @@ fn a_new_viewer_costs_twice_its_bitrate_while_it_fills_its_buffer() {
     core.handle_tick(t1);
     assert_eq!(core.viewer_load_bps(), 2 * MBIT);
     assert_eq!(core.admit_viewer(&s, 3, false, t1), Admission::Serve);
+}
+
+#[test]
+fn measured_egress_beyond_the_model_takes_no_new_viewers() {
+    let t0 = Instant::now();
+    let mut core = node(4 * MBIT, t0);
+    // Peer 1's model says empty but it is measured sending all it may; peer 3 has room.
+    let mut busy = status(1, 1, 10 * MBIT, 0, true);
+    busy.load.egress_bps = 10 * MBIT;
+    core.handle_status(peer(1), busy, t0);
+    core.handle_status(peer(3), status(3, 1, 10 * MBIT, 8 * MBIT, true), t0);
+    let s = name("s");
+    assert_eq!(core.admit_viewer(&s, 1, false, t0), Admission::Serve);
+    // The model says 1 of 4 Mbit, but the viewer is measured taking 4 (fetching ahead):
+    // smoothed over a few seconds, that fills the node.
+    let mut t = t0;
+    for _ in 0..10 {
+        t += Duration::from_secs(1);
+        core.observe_egress(4 * MBIT, 0, t);
+    }
+    assert_eq!(core.viewer_load_bps(), MBIT);
+    assert!(viewer_use(&core.own_load()) > 3 * MBIT);
+    assert_eq!(core.admit_viewer(&s, 2, false, t), to(3));
+    // Full as measured is full for a redirected viewer too.
+    assert!(matches!(
+        core.admit_viewer(&s, 3, true, t),
+        Admission::Full { .. }
+    ));
+    // Relaying is the reserve's business: 2 Mbit measured, half of it to peers, leaves
+    // the viewers' use as the model says, and room for more.
+    for _ in 0..10 {
+        t += Duration::from_secs(1);
+        core.observe_egress(2 * MBIT, MBIT, t);
+    }
+    assert!(viewer_use(&core.own_load()) < MBIT + MBIT / 20);
+    assert_eq!(core.admit_viewer(&s, 4, false, t), Admission::Serve);
+}
+
+#[test]
+fn past_capacity_only_its_own_ingest_is_relayed() {
+    let t0 = Instant::now();
+    let mut core = node(4 * MBIT, t0);
+    // "i" is ingested here; "s" is relayed (from peer 9).
+    let ingested = announcement_sized(0, "i", 0, None, 125_000);
+    let i0 = ingested.value.id.clone();
+    core.handle_ingested(ingested, t0).unwrap();
+    let s0 = shoal_protocol::segment::Id {
+        stream: name("s"),
+        seq: 0,
+    };
+    // Ingest takes one copy's worth of egress whatever the configured reserve.
+    assert_eq!(core.reserve_bps(), MBIT / 2);
+    assert_eq!(viewer_budget(&core.own_load()), Some(4 * MBIT - MBIT / 2));
+    assert_eq!(core.admit_upload(&s0, 7), Upload::Serve);
+    let mut t = t0;
+    for _ in 0..10 {
+        t += Duration::from_secs(1);
+        core.observe_egress(5 * MBIT, MBIT, t);
+    }
+    assert!(core.over_capacity());
+    // The peer already fed is served again (a retry); a new one is turned away from the
+    // relayed stream but still gets the stream ingested here.
+    assert_eq!(core.admit_upload(&s0, 7), Upload::Serve);
+    assert!(matches!(core.admit_upload(&s0, 8), Upload::Busy(_)));
+    assert_eq!(core.admit_upload(&i0, 8), Upload::Serve);
 }
