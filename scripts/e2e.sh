@@ -198,19 +198,22 @@ log "[viewers] PASS: $(echo "$VIEWERS" | json "'%d/%d started, startup p50 %.1f 
 kill "$DEMO" 2>/dev/null || true
 
 # Small scenarios (shoal-sim run): invariants, not timings.
-log "[scenarios] ci-steady: every viewer served, no stall"
+log "[scenarios] ci-steady: every viewer served, no stall, propagation reached every node"
 "$SIM_BIN" run sim/scenarios/ci-steady.toml --json "$WORK/ci-steady.json" >"$WORK/ci-steady.txt" 2>&1 \
   || fail "[scenarios] ci-steady did not run: $(tail -3 "$WORK/ci-steady.txt")"
 STEADY=$(json "json.dumps(d['viewers'])" <"$WORK/ci-steady.json")
 [ "$(echo "$STEADY" | json "'ok' if d['started'] == d['viewers'] and d['stalls'] == 0 and d['errors'] == 0 else 'bad'")" = ok ] \
   || fail "[scenarios] ci-steady: $STEADY"
+MESH=$(json "json.dumps(dict(d['mesh'], nodes=d['nodes']))" <"$WORK/ci-steady.json")
+[ "$(echo "$MESH" | json "'ok' if d['nodes_reached_min'] == d['nodes'] - 1 and d['propagation_p50_ms'] is not None and d['segments'] > 0 else 'bad'")" = ok ] \
+  || fail "[scenarios] ci-steady mesh: $MESH"
 log "[scenarios] ci-origin-loss: the followed source is killed, every viewer stays served"
 "$SIM_BIN" run sim/scenarios/ci-origin-loss.toml --json "$WORK/ci-origin-loss.json" >"$WORK/ci-origin-loss.txt" 2>&1 \
   || fail "[scenarios] ci-origin-loss did not run: $(tail -3 "$WORK/ci-origin-loss.txt")"
 LOSS=$(json "json.dumps(d['viewers'])" <"$WORK/ci-origin-loss.json")
 [ "$(echo "$LOSS" | json "'ok' if d['started'] == d['viewers'] and d['errors'] == 0 and d['continuity'] >= 0.8 else 'bad'")" = ok ] \
   || fail "[scenarios] ci-origin-loss: $LOSS"
-log "[scenarios] PASS: steady $(echo "$STEADY" | json "'%d/%d viewers, stalls %d, continuity %.3f' % (d['started'], d['viewers'], d['stalls'], d['continuity'])"); origin-loss $(echo "$LOSS" | json "'%d/%d viewers, stalls %d (%.2f s), continuity %.3f' % (d['started'], d['viewers'], d['stalls'], d['stalled_s'], d['continuity'])")"
+log "[scenarios] PASS: steady $(echo "$STEADY" | json "'%d/%d viewers, stalls %d, continuity %.3f' % (d['started'], d['viewers'], d['stalls'], d['continuity'])"), $(echo "$MESH" | json "'reached %d/%d nodes, propagation p50/p99 %.0f/%.0f ms, origin uploads %.2f/segment, inter-node bytes %.2f x (nodes x segment bytes), control/media %.2f%%' % (d['nodes_reached_min'], d['nodes'] - 1, d['propagation_p50_ms'], d['propagation_p99_ms'], d['origin_uploads_per_segment'], d['inter_node_bytes_per_node_segment_bytes'], d['control_bytes_per_media_byte'] * 100)"); origin-loss $(echo "$LOSS" | json "'%d/%d viewers, stalls %d (%.2f s), continuity %.3f' % (d['started'], d['viewers'], d['stalls'], d['stalled_s'], d['continuity'])")"
 
 # Load balancing (issue #5): invariants, not timings.
 log "[balance] ci-skewed: unequal capacities, Zipf demand, a flash crowd; Shoal vs baselines"

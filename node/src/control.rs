@@ -100,9 +100,37 @@ pub enum StartError {
 pub struct Handle {
     commands: mpsc::Sender<Command>,
     listen: Arc<Mutex<Vec<Multiaddr>>>,
+    bandwidth: Arc<Mutex<libp2p::metrics::Registry>>,
 }
 
 impl Handle {
+    /// Bytes the control plane (libp2p: gossip, Kademlia, identify, ping, with their
+    /// encryption and multiplexing) has sent and received on the wire so far.
+    pub fn wire_bytes(&self) -> (u64, u64) {
+        let mut text = String::new();
+        let registry = self.bandwidth.lock().expect("poisoned");
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            return (0, 0);
+        }
+        let (mut out, mut r#in) = (0u64, 0u64);
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("libp2p_bandwidth_bytes_total"))
+        {
+            let value = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+            if line.contains("direction=\"Outbound\"") {
+                out += value;
+            } else {
+                r#in += value;
+            }
+        }
+        (out, r#in)
+    }
+
     /// Queues a command; drops it (with a warning) if the queue is full, so callers never
     /// block on the control plane.
     pub fn send(&self, command: Command) {
@@ -144,6 +172,7 @@ pub struct Driver {
 /// Builds the swarm, starts listening and dials the bootstrap peers.
 pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), StartError> {
     let setup = |e: &dyn std::fmt::Display| StartError::Setup(e.to_string());
+    let mut bandwidth = libp2p::metrics::Registry::default();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
         .with_tokio()
         .with_tcp(
@@ -155,6 +184,7 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         .with_quic()
         .with_dns()
         .map_err(|e| setup(&e))?
+        .with_bandwidth_metrics(&mut bandwidth)
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             // Every payload is a signed envelope checked in `verify`, so gossipsub's own
@@ -224,6 +254,7 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
     let handle = Handle {
         commands: command_tx,
         listen: listen.clone(),
+        bandwidth: Arc::new(Mutex::new(bandwidth)),
     };
     let driver = Driver {
         swarm,

@@ -152,9 +152,9 @@ impl Metrics {
     }
 
     /// Prometheus text exposition, with `gauges` appended.
-    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+    pub fn render(&self, counters: &[(&str, &str, u64)], gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
-        for (name, help, value) in self.all() {
+        for (name, help, value) in self.all().iter().chain(counters) {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"

@@ -130,6 +130,10 @@ pub struct Summary {
     pub viewer_load_bps: u64,
     /// Its egress capacity (0: none).
     pub capacity_bps: u64,
+    /// Media bytes sent to peers so far (the data plane).
+    pub relay_bytes: u64,
+    /// Bytes the control plane (libp2p) sent so far, on the wire.
+    pub control_bytes: u64,
 }
 
 /// One segment as a node sees it.
@@ -141,6 +145,25 @@ pub struct SegmentInfo {
     pub from: Option<PeerId>,
     /// Peers this node sent it to over the data plane.
     pub uploads: usize,
+    /// True if an encoder pushed it into this node.
+    pub ingested: bool,
+    /// Its size in bytes (from its announcement).
+    pub size: u64,
+}
+
+impl SegmentInfo {
+    fn of(entry: &crate::core::streams::Entry) -> Self {
+        Self {
+            held_at: entry.held.map(|h| h.at),
+            from: match entry.held.map(|h| h.source) {
+                Some(Source::Peer(p)) => Some(p),
+                _ => None,
+            },
+            uploads: entry.uploads.len(),
+            ingested: entry.held.is_some_and(|h| h.source == Source::Ingest),
+            size: entry.announcement.value.size,
+        }
+    }
 }
 
 /// A running node.
@@ -280,6 +303,8 @@ impl Node {
             viewer_load_bps: core.viewer_load_bps(),
             capacity_bps: core.config().egress_capacity_bps,
             sources,
+            relay_bytes: self.shared.metrics.data_bytes_out.load(Ordering::Relaxed),
+            control_bytes: self.shared.control.wire_bytes().0,
         }
     }
 
@@ -300,14 +325,17 @@ impl Node {
     /// What this node knows of one segment, if it is in the window.
     pub fn segment_info(&self, stream: &stream::Name, seq: Seq) -> Option<SegmentInfo> {
         let core = self.shared.core.lock().expect("poisoned");
-        let entry = core.stream(stream)?.entries.get(&seq)?;
-        Some(SegmentInfo {
-            held_at: entry.held.map(|h| h.at),
-            from: match entry.held.map(|h| h.source) {
-                Some(Source::Peer(p)) => Some(p),
-                _ => None,
-            },
-            uploads: entry.uploads.len(),
+        core.stream(stream)?.entries.get(&seq).map(SegmentInfo::of)
+    }
+
+    /// What this node knows of every segment of `stream` in its window, oldest first.
+    pub fn segments(&self, stream: &stream::Name) -> Vec<(Seq, SegmentInfo)> {
+        let core = self.shared.core.lock().expect("poisoned");
+        core.stream(stream).map_or_else(Vec::new, |s| {
+            s.entries
+                .iter()
+                .map(|(seq, e)| (*seq, SegmentInfo::of(e)))
+                .collect()
         })
     }
 

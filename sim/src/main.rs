@@ -57,6 +57,9 @@ enum Cmd {
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Also write the report as an HTML page with plots here.
+        #[arg(long)]
+        html: Option<std::path::PathBuf>,
     },
     /// Simulated HLS viewers against any node's playlist: startup, stalls, continuity.
     Viewers {
@@ -168,7 +171,11 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
-        Cmd::Run { scenario, json } => {
+        Cmd::Run {
+            scenario,
+            json,
+            html,
+        } => {
             let text = std::fs::read_to_string(&scenario)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
             let parsed = scenario::file::Scenario::parse(&text)
@@ -177,6 +184,9 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", scenario::report::text(&report));
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            }
+            if let Some(path) = html {
+                std::fs::write(&path, scenario::html::page(&report))?;
             }
             Ok(())
         }

@@ -92,12 +92,15 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
         })
         .collect();
     let store = node.store.lock().expect("poisoned");
-    let counters: serde_json::Map<String, Value> = node
+    let mut counters: serde_json::Map<String, Value> = node
         .metrics
         .all()
         .into_iter()
         .map(|(name, _, v)| (name.trim_start_matches("shoal_").to_string(), json!(v)))
         .collect();
+    let (control_out, control_in) = node.control.wire_bytes();
+    counters.insert("control_bytes_out_total".into(), json!(control_out));
+    counters.insert("control_bytes_in_total".into(), json!(control_in));
     Json(json!({
         "peer_id": node.peer_id.to_string(),
         "uptime_s": node.started.elapsed().as_secs(),
@@ -185,29 +188,45 @@ pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
         let s = node.store.lock().expect("poisoned");
         (s.segment_count() as u64, s.bytes() as u64)
     };
-    let text = node.metrics.render(&[
-        ("shoal_peers", "Peers with a live status", peers),
-        ("shoal_streams", "Streams known", streams),
-        ("shoal_viewers", "Current viewers", viewers),
+    let (control_out, control_in) = node.control.wire_bytes();
+    let counters = [
         (
-            "shoal_viewer_load_bps",
-            "Viewers x stream bitrate, bits per second",
-            load.viewer_load_bps,
+            "shoal_control_bytes_out_total",
+            "Control-plane (libp2p) bytes sent on the wire",
+            control_out,
         ),
         (
-            "shoal_egress_capacity_bps",
-            "Configured egress capacity (0: none)",
-            load.capacity_bps,
+            "shoal_control_bytes_in_total",
+            "Control-plane (libp2p) bytes received on the wire",
+            control_in,
         ),
-        (
-            "shoal_cpu_permille",
-            "CPU use, permille of all cores",
-            u64::from(load.cpu_permille),
-        ),
-        ("shoal_draining", "1 while the node drains", draining),
-        ("shoal_store_segments", "Segments held", stored),
-        ("shoal_store_bytes", "Bytes held", bytes),
-    ]);
+    ];
+    let text = node.metrics.render(
+        &counters,
+        &[
+            ("shoal_peers", "Peers with a live status", peers),
+            ("shoal_streams", "Streams known", streams),
+            ("shoal_viewers", "Current viewers", viewers),
+            (
+                "shoal_viewer_load_bps",
+                "Viewers x stream bitrate, bits per second",
+                load.viewer_load_bps,
+            ),
+            (
+                "shoal_egress_capacity_bps",
+                "Configured egress capacity (0: none)",
+                load.capacity_bps,
+            ),
+            (
+                "shoal_cpu_permille",
+                "CPU use, permille of all cores",
+                u64::from(load.cpu_permille),
+            ),
+            ("shoal_draining", "1 while the node drains", draining),
+            ("shoal_store_segments", "Segments held", stored),
+            ("shoal_store_bytes", "Bytes held", bytes),
+        ],
+    );
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

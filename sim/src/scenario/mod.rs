@@ -6,12 +6,16 @@
 //! serve everyone), and the report puts them side by side: viewers' startup, stalls and
 //! continuity, redirects, and each node's load against its capacity over time.
 //!
-//! Not yet: per-region latency, restart and moved-ingest events, joining nodes, HTML
-//! plots.
+//! The report also carries mesh figures ([`mesh`]: propagation, origin uploads, bytes
+//! between nodes, control bytes) and renders as text, JSON or an HTML page with plots.
+//!
+//! Not yet: per-region latency, restart and moved-ingest events, joining nodes.
 
 pub mod balancer;
 pub mod file;
+pub mod html;
 pub mod load;
+pub mod mesh;
 pub mod report;
 
 use crate::cluster::Cluster;
@@ -21,6 +25,7 @@ use anyhow::Context;
 use balancer::Picker;
 use file::{Balancer, Scenario};
 use load::{Recorder, Sample};
+use mesh::MeshRecorder;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +52,7 @@ pub async fn run(scenario: Scenario, key: &str) -> anyhow::Result<Value> {
         "events": first["events"],
         "viewers": first["viewers"],
         "load": first["load"],
+        "mesh": first["mesh"],
         "nodes_at_end": first["nodes_at_end"],
         "runs": runs,
         "wall_s": started.elapsed().as_secs_f64(),
@@ -98,6 +104,12 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
     let mut log = Vec::new();
     let mut drains: Vec<JoinHandle<()>> = Vec::new();
     let mut recorder = Recorder::new(capacity);
+    let names = scenario
+        .streams
+        .iter()
+        .map(|s| shoal_protocol::stream::Name::new(&s.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut mesh = MeshRecorder::new(names);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let end = Duration::from_secs(scenario.duration_s);
     let mut last_progress = Instant::now();
@@ -133,6 +145,7 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
             }
         }
         recorder.push(sample(&cluster, scenario.nodes));
+        mesh.sample(&cluster);
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             progress(&cluster, &recorder, t0, end);
@@ -155,6 +168,7 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
         "events": log,
         "viewers": viewer::report::summarize(&outcomes),
         "load": recorder.figures(),
+        "mesh": mesh.figures(scenario.nodes),
         "nodes_at_end": nodes_table,
     });
     cluster.stop().await;

@@ -1,4 +1,5 @@
-//! The scenario report as text: one line per balancer run, then Shoal's nodes.
+//! The scenario report as text: one line per balancer run (viewers and load), one per
+//! run (mesh figures), then Shoal's nodes.
 
 use serde_json::Value;
 use std::fmt::Write;
@@ -54,6 +55,38 @@ pub fn text(report: &Value) -> String {
             l["imbalance_max_over_mean"]
                 .as_f64()
                 .map_or("-".to_string(), |x| format!("{x:.2}")),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<12} {:>22} {:>8} {:>15} {:>16} {:>15}",
+        "balancer",
+        "propagation p50/p99/max",
+        "reached",
+        "origin uploads",
+        "bytes/(N x seg)",
+        "control/media"
+    );
+    for run in report["runs"].as_array().into_iter().flatten() {
+        let m = &run["mesh"];
+        let ms = |x: &Value| x.as_f64().map_or("-".to_string(), |x| format!("{x:.0}"));
+        let x2 = |x: &Value| x.as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
+        let _ = writeln!(
+            out,
+            "{:<12} {:>22} {:>8} {:>15} {:>16} {:>15}",
+            run["balancer"].as_str().unwrap_or("?"),
+            format!(
+                "{}/{}/{} ms",
+                ms(&m["propagation_p50_ms"]),
+                ms(&m["propagation_p99_ms"]),
+                ms(&m["propagation_max_ms"])
+            ),
+            m["nodes_reached_min"].to_string(),
+            format!("{}/seg", x2(&m["origin_uploads_per_segment"])),
+            format!("{}", x2(&m["inter_node_bytes_per_node_segment_bytes"])),
+            m["control_bytes_per_media_byte"]
+                .as_f64()
+                .map_or("-".to_string(), |x| format!("{:.2}%", x * 100.0)),
         );
     }
     let _ = writeln!(out, "{}", report["nodes_at_end"].as_str().unwrap_or(""));
