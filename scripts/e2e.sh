@@ -214,6 +214,13 @@ LOSS=$(json "json.dumps(d['viewers'])" <"$WORK/ci-origin-loss.json")
 [ "$(echo "$LOSS" | json "'ok' if d['started'] == d['viewers'] and d['errors'] == 0 and d['continuity'] >= 0.8 else 'bad'")" = ok ] \
   || fail "[scenarios] ci-origin-loss: $LOSS"
 log "[scenarios] PASS: steady $(echo "$STEADY" | json "'%d/%d viewers, stalls %d, continuity %.3f' % (d['started'], d['viewers'], d['stalls'], d['continuity'])"), $(echo "$MESH" | json "'reached %d/%d nodes, propagation p50/p99 %.0f/%.0f ms, origin uploads %.2f/segment, inter-node bytes %.2f x (nodes x segment bytes), control/media %.2f%%' % (d['nodes_reached_min'], d['nodes'] - 1, d['propagation_p50_ms'], d['propagation_p99_ms'], d['origin_uploads_per_segment'], d['inter_node_bytes_per_node_segment_bytes'], d['control_bytes_per_media_byte'] * 100)"); origin-loss $(echo "$LOSS" | json "'%d/%d viewers, stalls %d (%.2f s), continuity %.3f' % (d['started'], d['viewers'], d['stalls'], d['stalled_s'], d['continuity'])")"
+log "[regions] ci-regions: 3 regions with 80-140 ms between them; pulls prefer near holders"
+"$SIM_BIN" run sim/scenarios/ci-regions.toml --json "$WORK/ci-regions.json" >"$WORK/ci-regions.txt" 2>&1 \
+  || fail "[regions] ci-regions did not run: $(tail -3 "$WORK/ci-regions.txt")"
+REGIONS=$(json "json.dumps(dict(d['mesh'], nodes=d['nodes'], started=d['viewers']['started'], viewers=d['viewers']['viewers'], stalls=d['viewers']['stalls']))" <"$WORK/ci-regions.json")
+[ "$(echo "$REGIONS" | json "'ok' if d['started'] == d['viewers'] and d['stalls'] == 0 and d['nodes_reached_min'] == d['nodes'] - 1 and d['pulls_within_region_share'] >= 0.4 else 'bad'")" = ok ] \
+  || fail "[regions] ci-regions: $REGIONS"
+log "[regions] PASS: $(echo "$REGIONS" | json "'%d/%d viewers, stalls %d, reached %d/%d nodes, %.0f%% of pulls within their region (%.2f across per segment; 2 at best), propagation p50/p99 %.0f/%.0f ms' % (d['started'], d['viewers'], d['stalls'], d['nodes_reached_min'], d['nodes'] - 1, d['pulls_within_region_share'] * 100, d['cross_region_pulls_per_segment'], d['propagation_p50_ms'], d['propagation_p99_ms'])")"
 
 # Load balancing (issue #5): invariants, not timings.
 log "[balance] ci-skewed: unequal capacities, Zipf demand, a flash crowd; Shoal vs baselines"
@@ -231,4 +238,4 @@ DRAIN=$(json "json.dumps(d['viewers'])" <"$WORK/ci-drain.json")
 log "[balance] PASS: skewed $(echo "$SKEW" | json "'; '.join('%s %d/%d served, %d node-s over capacity, peak %.0f%%' % (k, v['started'], v['viewers'], v['over'], v['peak'] * 100) for k, v in d.items())"); drain $(echo "$DRAIN" | json "'%d/%d viewers, stalls %d, redirects %d' % (d['started'], d['viewers'], d['stalls'], d['redirects'])")"
 
 log "all end-to-end checks passed"
-echo "e2e: 8 passed, 0 failed"
+echo "e2e: 9 passed, 0 failed"

@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub drain_timeout: Duration,
     /// Fault injection for tests.
     pub faults: Faults,
+    /// Emulated latency on the data plane, by destination (the simulator's regions).
+    pub data_delay: Option<crate::data::delay::DataDelay>,
 }
 
 impl NodeConfig {
@@ -64,6 +66,7 @@ impl NodeConfig {
             admin_token: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             faults: Faults::default(),
+            data_delay: None,
         }
     }
 }
@@ -290,6 +293,7 @@ impl RunArgs {
             faults: Faults {
                 corrupt_egress: self.fault_corrupt_egress,
             },
+            data_delay: None,
         })
     }
 }

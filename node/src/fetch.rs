@@ -188,6 +188,31 @@ impl Shared {
             .map(|_| ())
     }
 
+    /// Opens the data-plane connection to `peer` and records its RTT.
+    pub async fn probe(&self, peer: PeerId) -> Result<(), FetchError> {
+        let target = self.target(&peer).ok_or(FetchError::NoHolder)?;
+        let rtt = self
+            .client
+            .connect(target)
+            .await
+            .map_err(FetchError::AllFailed)?;
+        self.core
+            .lock()
+            .expect("poisoned")
+            .handle_data_rtt(peer, rtt, Instant::now());
+        Ok(())
+    }
+
+    /// Feeds the RTTs of the open data-plane connections to the core.
+    pub fn refresh_rtts(&self) {
+        let rtts = self.client.rtts();
+        let now = Instant::now();
+        let mut core = self.core.lock().expect("poisoned");
+        for (peer, rtt) in rtts {
+            core.handle_data_rtt(peer, rtt, now);
+        }
+    }
+
     fn target(&self, peer: &PeerId) -> Option<Target> {
         let core = self.core.lock().expect("poisoned");
         let status = core.peers().get(peer)?.status.as_ref()?;
@@ -204,24 +229,42 @@ impl Shared {
             seq: a.id.seq,
         };
         let deadline = Instant::now() + BUSY_DEADLINE;
-        let (bytes, from) = loop {
-            let holders = self
-                .core
-                .lock()
-                .expect("poisoned")
-                .holders(&a.id, Instant::now());
-            if holders.is_empty() {
-                return Err(FetchError::NoHolder);
-            }
-            match self
-                .pull_verified(&holders, &request, a.size, a.hash, &a.id.to_string())
+        // A nearer peer pulling the same segment from afar: join its pull.
+        let leader = self
+            .core
+            .lock()
+            .expect("poisoned")
+            .relay_leader(&a.id, Instant::now());
+        let mut through_leader = None;
+        if let Some((peer, wait)) = leader {
+            tokio::time::sleep(wait).await;
+            through_leader = self
+                .pull_verified(&[peer], &request, a.size, a.hash, &a.id.to_string())
                 .await
-            {
-                Ok(found) => break found,
-                Err(FetchError::AllBusy) if Instant::now() < deadline => {
-                    tokio::time::sleep(BUSY_PAUSE).await;
+                .ok();
+        }
+        let (bytes, from) = if let Some(found) = through_leader {
+            found
+        } else {
+            loop {
+                let holders = self
+                    .core
+                    .lock()
+                    .expect("poisoned")
+                    .holders(&a.id, Instant::now());
+                if holders.is_empty() {
+                    return Err(FetchError::NoHolder);
                 }
-                Err(e) => return Err(e),
+                match self
+                    .pull_verified(&holders, &request, a.size, a.hash, &a.id.to_string())
+                    .await
+                {
+                    Ok(found) => break found,
+                    Err(FetchError::AllBusy) if Instant::now() < deadline => {
+                        tokio::time::sleep(BUSY_PAUSE).await;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         self.store
@@ -300,10 +343,11 @@ impl Shared {
                     add(&self.metrics.fetch_ok, 1);
                     add(&self.metrics.data_bytes_in, size);
                     if let Some(rtt) = self.client.rtt(&peer) {
-                        self.core
-                            .lock()
-                            .expect("poisoned")
-                            .handle_rtt(peer, rtt, Instant::now());
+                        self.core.lock().expect("poisoned").handle_data_rtt(
+                            peer,
+                            rtt,
+                            Instant::now(),
+                        );
                     }
                     return Ok((bytes, peer));
                 }

@@ -38,6 +38,8 @@ use tracing::{debug, info, warn};
 
 /// How often the core's clock ticks: the resolution of status publishing and expiry.
 pub const TICK: Duration = Duration::from_millis(100);
+/// How often the RTTs of open data-plane connections are fed to the core.
+pub const RTT_REFRESH: Duration = Duration::from_secs(2);
 /// How long a data-plane request for a segment this node is still pulling waits for the
 /// pull to land before it is answered (not found).
 const RELAY_WAIT: Duration = Duration::from_secs(5);
@@ -184,8 +186,11 @@ impl Node {
         let server_config =
             data::tls::server_config(&tls).map_err(|e| StartError::Tls(e.to_string()))?;
         let bind = |what, addr| move |source| StartError::Bind { what, addr, source };
-        let endpoint = quinn::Endpoint::server(server_config, config.data)
-            .map_err(bind("data plane", config.data))?;
+        let endpoint = match &config.data_delay {
+            Some(delay) => data::delay::endpoint(server_config, config.data, delay.clone()),
+            None => quinn::Endpoint::server(server_config, config.data),
+        }
+        .map_err(bind("data plane", config.data))?;
         let data_addr = endpoint
             .local_addr()
             .map_err(bind("data plane", config.data))?;
@@ -435,6 +440,7 @@ impl Shared {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rtts = tokio::time::interval(RTT_REFRESH);
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -444,6 +450,7 @@ impl Shared {
                 _ = tick.tick() => {
                     self.core.lock().expect("poisoned").handle_tick(Instant::now());
                 }
+                _ = rtts.tick() => self.refresh_rtts(),
                 _ = shutdown.changed() => return,
             }
             self.run_actions();
@@ -493,6 +500,14 @@ impl Shared {
                     tokio::spawn(async move {
                         if let Err(e) = me.segment(&id).await {
                             debug!(segment = %id, error = %e, "prefetch failed");
+                        }
+                    });
+                }
+                Action::Probe(peer) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.probe(peer).await {
+                            debug!(%peer, error = %e, "data-plane probe failed");
                         }
                     });
                 }

@@ -21,6 +21,17 @@ impl Cluster {
         key: &str,
         configure: impl Fn(usize, &mut NodeConfig),
     ) -> anyhow::Result<Self> {
+        Self::start_with(count, key, configure, |_, _| {}).await
+    }
+
+    /// As [`Cluster::start`], and calls `started` with each node as soon as it runs
+    /// (before the next one starts).
+    pub async fn start_with(
+        count: usize,
+        key: &str,
+        configure: impl Fn(usize, &mut NodeConfig),
+        started: impl Fn(usize, &Node),
+    ) -> anyhow::Result<Self> {
         let root = std::env::temp_dir().join(format!("shoal-sim-{}", std::process::id()));
         let mut nodes: Vec<Option<Node>> = Vec::with_capacity(count);
         for i in 0..count {
@@ -33,6 +44,7 @@ impl Cluster {
             let node = Node::start(config)
                 .await
                 .with_context(|| format!("starting node {i}"))?;
+            started(i, &node);
             nodes.push(Some(node));
         }
         Ok(Self { nodes, root })

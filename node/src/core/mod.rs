@@ -34,6 +34,10 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// hls.js `liveSyncDurationCount` 3); older segments are pulled when asked for, so a new
 /// holder does not pull a whole playlist from its peers in one burst.
 pub const PREFETCH_DEPTH: u64 = 3;
+/// Holders nearer than this are pulled from directly (see [`Core::relay_leader`]).
+pub const NEAR_ENOUGH: Duration = Duration::from_millis(10);
+/// The longest a node lets a nearer peer start pulling a segment before asking it.
+pub const LEADER_WAIT: Duration = Duration::from_millis(100);
 use std::time::{Duration, Instant};
 use streams::{Added, Source, StreamState};
 use thiserror::Error;
@@ -121,6 +125,9 @@ pub enum Action {
     PublishStatus,
     /// Fetch this segment ahead of viewers (it was announced on a watched stream).
     Prefetch(segment::Id),
+    /// Open the data-plane connection to this new peer, to measure its RTT (and have the
+    /// connection ready for the first pull).
+    Probe(PeerId),
     /// Ask a holder for the stream's manifest: announcements are missing.
     Sync {
         /// The stream.
@@ -258,6 +265,7 @@ impl Core {
                 // interval.
                 self.status_dirty = true;
                 self.settle_credits(from, now);
+                self.actions.push_back(Action::Probe(from));
                 // Prefetches that found no known holder before this peer's first status
                 // get another chance now.
                 self.prefetch_missing();
@@ -290,6 +298,14 @@ impl Core {
     pub fn handle_rtt(&mut self, peer: PeerId, rtt: Duration, now: Instant) {
         if peer != self.me {
             self.peers.on_rtt(peer, rtt, now);
+        }
+    }
+
+    /// The data-plane (QUIC) connection to `peer` measured `rtt`. It ranks the peer from
+    /// now on: it is the path the media takes.
+    pub fn handle_data_rtt(&mut self, peer: PeerId, rtt: Duration, now: Instant) {
+        if peer != self.me {
+            self.peers.on_data_rtt(peer, rtt, now);
         }
     }
 
@@ -568,6 +584,37 @@ impl Core {
             .and_then(|s| s.entries.get(&id.seq))
             .map(|e| e.announcement.signer);
         self.rank(now, |peer, p| Some(*peer) == signer || p.holds(id))
+    }
+
+    /// A nearer peer to pull `id` through, and how long to let it start its own pull
+    /// first: when every holder is far ([`NEAR_ENOUGH`] or more) and peers at a third of
+    /// that distance carry the stream too (typically the same region), the one with the
+    /// lowest id among them and this node pulls from afar; the others ask it, joining
+    /// its pull in flight. `None`: pull from the holders directly.
+    pub fn relay_leader(&self, id: &segment::Id, now: Instant) -> Option<(PeerId, Duration)> {
+        let holders = self.holders(id, now);
+        let far = self.peers.get(holders.first()?)?.rank_rtt();
+        if far < NEAR_ENOUGH {
+            return None;
+        }
+        let (leader, rtt) = self
+            .peers
+            .known()
+            .filter(|(peer, p)| {
+                !p.is_penalised(now)
+                    && !holders.contains(peer)
+                    && p.status.as_ref().is_some_and(|s| !s.draining)
+                    && p.newest(&id.stream).is_some()
+                    && p.rank_rtt().saturating_mul(3) < far
+            })
+            .map(|(peer, p)| (*peer, p.rank_rtt()))
+            .min_by_key(|(peer, _)| *peer)?;
+        (leader < self.me).then(|| {
+            (
+                leader,
+                (rtt * 2 + Duration::from_millis(10)).min(LEADER_WAIT),
+            )
+        })
     }
 
     /// Peers to ask for `stream`'s manifest, best first: those holding it, freshest

@@ -16,8 +16,11 @@ const UNKNOWN_RTT: Duration = Duration::from_millis(500);
 pub struct Peer {
     /// Its latest verified status, if any arrived.
     pub status: Option<Status>,
-    /// Latest round-trip time measured (libp2p ping or QUIC).
+    /// Latest round-trip time measured by libp2p ping (the control plane).
     pub rtt: Option<Duration>,
+    /// Latest round-trip time of the QUIC data-plane connection, which carries the media:
+    /// when known, it ranks the peer rather than the ping.
+    pub data_rtt: Option<Duration>,
     /// When we last heard from it (status, or a successful exchange).
     pub last_seen: Instant,
     /// Avoid it for fetches until then (it sent bad bytes).
@@ -35,6 +38,7 @@ impl Peer {
         Self {
             status: None,
             rtt: None,
+            data_rtt: None,
             last_seen: now,
             penalised_until: None,
             bad_bytes: 0,
@@ -74,7 +78,7 @@ impl Peer {
 
     /// RTT used for ranking.
     pub fn rank_rtt(&self) -> Duration {
-        self.rtt.unwrap_or(UNKNOWN_RTT)
+        self.data_rtt.or(self.rtt).unwrap_or(UNKNOWN_RTT)
     }
 }
 
@@ -113,6 +117,12 @@ impl PeerTable {
     pub fn on_rtt(&mut self, peer: PeerId, rtt: Duration, now: Instant) {
         let entry = self.peers.entry(peer).or_insert_with(|| Peer::new(now));
         entry.rtt = Some(rtt);
+    }
+
+    /// Records the RTT of the data-plane connection to `peer`.
+    pub fn on_data_rtt(&mut self, peer: PeerId, rtt: Duration, now: Instant) {
+        let entry = self.peers.entry(peer).or_insert_with(|| Peer::new(now));
+        entry.data_rtt = Some(rtt);
     }
 
     /// Records a control-plane connection opening or closing.

@@ -330,3 +330,59 @@ fn busy_answers_name_the_fed_peers_in_rotation() {
         "turned-away pullers are spread over the fed peers"
     );
 }
+
+#[test]
+fn the_data_planes_rtt_ranks_a_peer_over_the_pings() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_status(peer(1), status_holding(1, "s", 0, 9), t0);
+    core.handle_status(peer(2), status_holding(1, "s", 0, 9), t0);
+    // The new peers are probed over the data plane.
+    let probes: Vec<Action> = drain(&mut core)
+        .into_iter()
+        .filter(|a| matches!(a, Action::Probe(_)))
+        .collect();
+    assert_eq!(probes, vec![Action::Probe(peer(1)), Action::Probe(peer(2))]);
+    core.handle_announcement(announcement_by(1, "s", 5, None), t0)
+        .unwrap();
+    // By ping, 1 is nearer; the media path says 2 is.
+    core.handle_rtt(peer(1), Duration::from_millis(1), t0);
+    core.handle_rtt(peer(2), Duration::from_millis(2), t0);
+    assert_eq!(core.holders(&id("s", 5), t0), vec![peer(1), peer(2)]);
+    core.handle_data_rtt(peer(1), Duration::from_millis(80), t0);
+    core.handle_data_rtt(peer(2), Duration::from_millis(10), t0);
+    // A later ping does not override the data plane's figure.
+    core.handle_rtt(peer(1), Duration::from_millis(1), t0);
+    assert_eq!(core.holders(&id("s", 5), t0), vec![peer(2), peer(1)]);
+}
+
+#[test]
+fn far_holders_are_reached_through_the_nearby_leader() {
+    let t0 = Instant::now();
+    // Two siblings near each other, the origin (peer 1) far from both.
+    let (low, high) = if peer(2) < peer(5) { (2, 5) } else { (5, 2) };
+    let sibling = |me: u8, other: u8, carries: &str| {
+        let mut core = Core::new(peer(me), Config::default());
+        core.handle_status(peer(1), status_holding(1, "s", 0, 9), t0);
+        core.handle_status(peer(other), status_holding(1, carries, 0, 8), t0);
+        core.handle_announcement(announcement_by(1, "s", 9, None), t0)
+            .unwrap();
+        core.handle_data_rtt(peer(1), Duration::from_millis(120), t0);
+        core.handle_data_rtt(peer(other), Duration::from_millis(1), t0);
+        core
+    };
+    let id9 = id("s", 9);
+    // The higher id waits briefly, then joins the lower one's pull.
+    assert_eq!(
+        sibling(high, low, "s").relay_leader(&id9, t0),
+        Some((peer(low), Duration::from_millis(12)))
+    );
+    // The lower id leads: it pulls from afar itself.
+    assert_eq!(sibling(low, high, "s").relay_leader(&id9, t0), None);
+    // A near peer that does not carry the stream is no leader.
+    assert_eq!(sibling(high, low, "x").relay_leader(&id9, t0), None);
+    // A near origin is pulled from directly.
+    let mut near = sibling(high, low, "s");
+    near.handle_data_rtt(peer(1), Duration::from_millis(2), t0);
+    assert_eq!(near.relay_leader(&id9, t0), None);
+}

@@ -153,6 +153,24 @@ impl Client {
         conns.get(peer).map(|(_, c)| c.rtt())
     }
 
+    /// The measured RTTs of every open connection.
+    pub fn rtts(&self) -> Vec<(PeerId, Duration)> {
+        let conns = self.connections.lock().expect("poisoned");
+        conns
+            .iter()
+            .filter(|(_, (_, c))| c.close_reason().is_none())
+            .map(|(peer, (_, c))| (*peer, c.rtt()))
+            .collect()
+    }
+
+    /// Opens (or reuses) the connection to `target` and returns its measured RTT.
+    pub async fn connect(&self, target: Target) -> Result<Duration, DataError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.connection(target))
+            .await
+            .map_err(|_| DataError::Timeout)?
+            .map(|c| c.rtt())
+    }
+
     /// Closes and forgets the connection to `peer`.
     pub fn forget(&self, peer: &PeerId) {
         if let Some((_, c)) = self.connections.lock().expect("poisoned").remove(peer) {

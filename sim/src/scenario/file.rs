@@ -30,6 +30,15 @@
 //! drain = 2                         # drain node 2 (redirect new viewers, hand off)
 //! drain_deadline_s = 3.0
 //! ```
+//!
+//! Regions (optional): each node is in a region, and traffic between nodes gets the
+//! round-trip time of their regions (held in userspace under quinn: the data plane).
+//!
+//! ```toml
+//! regions = ["eu", "us", "ap"]
+//! node_regions = ["eu", "eu", "us", "us", "ap"]   # per node, cycled over the nodes
+//! rtt_ms = [[1, 80, 160], [80, 1, 120], [160, 120, 1]]   # between regions, symmetric
+//! ```
 
 use anyhow::{bail, ensure};
 use serde::Deserialize;
@@ -62,6 +71,15 @@ pub struct Scenario {
     /// The balancers to compare, one run of the scenario each.
     #[serde(default = "default_balancers")]
     pub balancers: Vec<Balancer>,
+    /// Region names (none: one flat loopback network).
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Each node's region, cycled over the nodes.
+    #[serde(default)]
+    pub node_regions: Vec<String>,
+    /// Round-trip time between regions in milliseconds, `rtt_ms[a][b]`.
+    #[serde(default)]
+    pub rtt_ms: Vec<Vec<f64>>,
 }
 
 /// How viewers are spread over nodes.
@@ -161,6 +179,18 @@ impl Scenario {
         share.of(self.capacity_bps(i))
     }
 
+    /// Node `i`'s region (its index in `regions`), if regions are set.
+    pub fn region_of(&self, i: usize) -> Option<usize> {
+        let name = self.node_regions.get(i % self.node_regions.len().max(1))?;
+        self.regions.iter().position(|r| r == name)
+    }
+
+    /// The one-way delay between regions `a` and `b` (half their RTT).
+    pub fn one_way(&self, a: usize, b: usize) -> std::time::Duration {
+        let rtt = self.rtt_ms.get(a).and_then(|r| r.get(b)).copied();
+        std::time::Duration::from_secs_f64(rtt.unwrap_or(0.0) / 2000.0)
+    }
+
     /// Parses a scenario file's text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         Ok(toml::from_str(text)?)
@@ -212,6 +242,25 @@ impl Scenario {
             shoal_node::units::Share::parse(r).map_err(anyhow::Error::msg)?;
         }
         ensure!(!self.balancers.is_empty(), "balancers must not be empty");
+        if !self.regions.is_empty() || !self.node_regions.is_empty() {
+            let n = self.regions.len();
+            ensure!(n <= 64, "at most 64 regions");
+            ensure!(
+                !self.node_regions.is_empty()
+                    && self.node_regions.iter().all(|r| self.regions.contains(r)),
+                "node_regions must name regions"
+            );
+            ensure!(
+                self.rtt_ms.len() == n
+                    && self.rtt_ms.iter().all(|row| row.len() == n)
+                    && self
+                        .rtt_ms
+                        .iter()
+                        .flatten()
+                        .all(|ms| (0.0..=2000.0).contains(ms)),
+                "rtt_ms must be a {n} x {n} matrix of 0..=2000 ms"
+            );
+        }
         Ok(())
     }
 }
@@ -243,5 +292,27 @@ mod tests {
                 .unwrap();
         assert!(s.check().is_err());
         assert!(Scenario::parse("name='x'\nnodes=2\nduration_s=5\nstreams=[]\nbogus=1\n").is_err());
+        let regions = |extra: &str| {
+            Scenario::parse(&format!(
+                "name='x'\nnodes=2\nduration_s=5\nstreams=[]\nregions=['a','b']\n{extra}"
+            ))
+            .unwrap()
+        };
+        let good = regions("node_regions=['a','b']\nrtt_ms=[[1,50],[50,1]]\n");
+        good.check().unwrap();
+        assert_eq!(good.region_of(1), Some(1));
+        assert_eq!(good.one_way(0, 1), std::time::Duration::from_millis(25));
+        // A region nobody defined, a short row, no node regions.
+        assert!(
+            regions("node_regions=['a','c']\nrtt_ms=[[1,50],[50,1]]\n")
+                .check()
+                .is_err()
+        );
+        assert!(
+            regions("node_regions=['a','b']\nrtt_ms=[[1,50],[50]]\n")
+                .check()
+                .is_err()
+        );
+        assert!(regions("rtt_ms=[[1,50],[50,1]]\n").check().is_err());
     }
 }

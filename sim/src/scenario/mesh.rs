@@ -9,7 +9,7 @@
 
 use crate::cluster::Cluster;
 use serde_json::{Value, json};
-use shoal_protocol::stream;
+use shoal_protocol::{PeerId, stream};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
@@ -21,8 +21,8 @@ struct Seen {
     /// Peers its ingest node sent it to.
     origin_uploads: usize,
     size: u64,
-    /// When each other node (by index) stored it.
-    arrivals: BTreeMap<usize, Instant>,
+    /// When each other node (by index) stored it, and which node it came from.
+    arrivals: BTreeMap<usize, (Instant, Option<usize>)>,
 }
 
 /// Byte counters of one node, as last sampled.
@@ -37,15 +37,21 @@ struct Bytes {
 #[derive(Debug, Default)]
 pub struct MeshRecorder {
     streams: Vec<stream::Name>,
+    index: HashMap<PeerId, usize>,
     seen: HashMap<(usize, u64), Seen>,
     bytes: BTreeMap<usize, Bytes>,
 }
 
 impl MeshRecorder {
-    /// A recorder for these streams.
-    pub fn new(streams: Vec<stream::Name>) -> Self {
+    /// A recorder for these streams in `cluster`.
+    pub fn new(streams: Vec<stream::Name>, cluster: &Cluster) -> Self {
         Self {
             streams,
+            index: cluster
+                .indexed()
+                .into_iter()
+                .map(|(i, n)| (n.peer_id(), i))
+                .collect(),
             ..Self::default()
         }
     }
@@ -74,20 +80,21 @@ impl MeshRecorder {
                         }
                         seen.origin_uploads = seen.origin_uploads.max(info.uploads);
                     } else {
-                        seen.arrivals.entry(i).or_insert(at);
+                        let from = info.from.and_then(|p| self.index.get(&p).copied());
+                        seen.arrivals.entry(i).or_insert((at, from));
                     }
                 }
             }
         }
     }
 
-    /// The figures as JSON.
-    pub fn figures(&self, nodes: usize) -> Value {
+    /// The figures as JSON; `regions` gives each node's region, if any.
+    pub fn figures(&self, nodes: usize, regions: &[Option<usize>]) -> Value {
         // When each node began carrying each stream: segments older than that were
         // pulled on request (a player starting behind the edge), not propagated.
         let mut joined: HashMap<(usize, usize), Instant> = HashMap::new();
         for ((k, _), s) in &self.seen {
-            for (node, at) in &s.arrivals {
+            for (node, (at, _)) in &s.arrivals {
                 let t = joined.entry((*k, *node)).or_insert(*at);
                 *t = (*t).min(*at);
             }
@@ -96,6 +103,8 @@ impl MeshRecorder {
         let mut reached: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
         let mut uploads = Vec::new();
         let mut media = 0u64;
+        let region = |n: usize| regions.get(n).copied().flatten();
+        let (mut within, mut across) = (0usize, 0usize);
         for ((k, _), s) in &self.seen {
             let Some(origin) = s.ingested_at else {
                 continue;
@@ -103,8 +112,15 @@ impl MeshRecorder {
             media += s.size;
             uploads.push(s.origin_uploads as f64);
             let nodes = reached.entry(*k).or_default();
-            for (node, at) in &s.arrivals {
+            for (node, (at, from)) in &s.arrivals {
                 nodes.insert(*node);
+                if let (Some(to), Some(from)) = (region(*node), from.and_then(region)) {
+                    if to == from {
+                        within += 1;
+                    } else {
+                        across += 1;
+                    }
+                }
                 if joined.get(&(*k, *node)).is_some_and(|j| origin >= *j) {
                     delays.push(at.saturating_duration_since(origin).as_secs_f64() * 1000.0);
                 }
@@ -138,6 +154,11 @@ impl MeshRecorder {
             // 1 copy to every other node: (nodes - 1) / nodes.
             "inter_node_bytes_per_node_segment_bytes": ratio(relay, nodes as u64 * media),
             "control_bytes_per_media_byte": ratio(control, egress),
+            // With regions: pulls from a node in the puller's region, and pulls that
+            // crossed regions per segment (at best one per region the origin is not in).
+            "pulls_within_region_share": ratio(within as u64, (within + across) as u64),
+            "cross_region_pulls_per_segment": (!uploads.is_empty() && within + across > 0)
+                .then(|| across as f64 / uploads.len() as f64),
             "inter_node_bytes": relay,
             "control_bytes": control,
             "media_bytes": egress,

@@ -9,7 +9,11 @@
 //! The report also carries mesh figures ([`mesh`]: propagation, origin uploads, bytes
 //! between nodes, control bytes) and renders as text, JSON or an HTML page with plots.
 //!
-//! Not yet: per-region latency, restart and moved-ingest events, joining nodes.
+//! Nodes may sit in regions: datagrams between them are held for half the RTT of their
+//! regions (in userspace, under quinn; the control plane is not delayed), and the report
+//! shows how many pulls crossed regions.
+//!
+//! Not yet: restart and moved-ingest events, joining nodes.
 
 pub mod balancer;
 pub mod file;
@@ -27,7 +31,10 @@ use file::{Balancer, Scenario};
 use load::{Recorder, Sample};
 use mesh::MeshRecorder;
 use serde_json::{Value, json};
-use std::sync::Arc;
+use shoal_node::data::delay::DataDelay;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
@@ -64,15 +71,37 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
     let fanout = scenario.fanout;
     // Baselines stand in front of nodes that serve everyone: capacity is only measured.
     let enforce = balancer == Balancer::Shoal;
-    let mut cluster = Cluster::start(scenario.nodes, key, |i, c| {
-        if let Some(k) = fanout {
-            c.core.fanout = k;
-        }
-        if enforce {
-            c.core.egress_capacity_bps = scenario.capacity_bps(i);
-            c.core.ingest_reserve_bps = scenario.reserve_bps(i);
-        }
-    })
+    // Each node's data address and region, filled in as nodes start; the delaying
+    // sockets look destinations up here.
+    let regions: Arc<RwLock<HashMap<SocketAddr, usize>>> = Arc::default();
+    let mut cluster = Cluster::start_with(
+        scenario.nodes,
+        key,
+        |i, c| {
+            if let Some(k) = fanout {
+                c.core.fanout = k;
+            }
+            if enforce {
+                c.core.egress_capacity_bps = scenario.capacity_bps(i);
+                c.core.ingest_reserve_bps = scenario.reserve_bps(i);
+            }
+            if let Some(mine) = scenario.region_of(i) {
+                let (map, delays) = (regions.clone(), scenario.clone());
+                c.data_delay = Some(DataDelay::new(move |to| {
+                    let region = map.read().expect("poisoned").get(&to).copied();
+                    region.map_or(Duration::ZERO, |r| delays.one_way(mine, r))
+                }));
+            }
+        },
+        |i, node| {
+            if let Some(r) = scenario.region_of(i) {
+                regions
+                    .write()
+                    .expect("poisoned")
+                    .insert(node.data_addr(), r);
+            }
+        },
+    )
     .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while cluster
@@ -109,7 +138,9 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
         .iter()
         .map(|s| shoal_protocol::stream::Name::new(&s.name))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut mesh = MeshRecorder::new(names);
+    let mut mesh = MeshRecorder::new(names, &cluster);
+    let node_regions: Vec<Option<usize>> =
+        (0..scenario.nodes).map(|i| scenario.region_of(i)).collect();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let end = Duration::from_secs(scenario.duration_s);
     let mut last_progress = Instant::now();
@@ -168,7 +199,7 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
         "events": log,
         "viewers": viewer::report::summarize(&outcomes),
         "load": recorder.figures(),
-        "mesh": mesh.figures(scenario.nodes),
+        "mesh": mesh.figures(scenario.nodes, &node_regions),
         "nodes_at_end": nodes_table,
     });
     cluster.stop().await;

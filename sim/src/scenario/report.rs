@@ -59,13 +59,14 @@ pub fn text(report: &Value) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<12} {:>22} {:>8} {:>15} {:>16} {:>15}",
+        "{:<12} {:>22} {:>8} {:>15} {:>16} {:>15} {:>22}",
         "balancer",
         "propagation p50/p99/max",
         "reached",
         "origin uploads",
         "bytes/(N x seg)",
-        "control/media"
+        "control/media",
+        "pulls in region"
     );
     for run in report["runs"].as_array().into_iter().flatten() {
         let m = &run["mesh"];
@@ -73,7 +74,7 @@ pub fn text(report: &Value) -> String {
         let x2 = |x: &Value| x.as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
         let _ = writeln!(
             out,
-            "{:<12} {:>22} {:>8} {:>15} {:>16} {:>15}",
+            "{:<12} {:>22} {:>8} {:>15} {:>16} {:>15} {:>22}",
             run["balancer"].as_str().unwrap_or("?"),
             format!(
                 "{}/{}/{} ms",
@@ -87,6 +88,14 @@ pub fn text(report: &Value) -> String {
             m["control_bytes_per_media_byte"]
                 .as_f64()
                 .map_or("-".to_string(), |x| format!("{:.2}%", x * 100.0)),
+            match m["pulls_within_region_share"].as_f64() {
+                Some(share) => format!(
+                    "{:.0}% ({} across/seg)",
+                    share * 100.0,
+                    x2(&m["cross_region_pulls_per_segment"])
+                ),
+                None => "-".to_string(),
+            },
         );
     }
     let _ = writeln!(out, "{}", report["nodes_at_end"].as_str().unwrap_or(""));
