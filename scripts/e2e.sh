@@ -221,6 +221,13 @@ REGIONS=$(json "json.dumps(dict(d['mesh'], nodes=d['nodes'], started=d['viewers'
 [ "$(echo "$REGIONS" | json "'ok' if d['started'] == d['viewers'] and d['stalls'] == 0 and d['nodes_reached_min'] == d['nodes'] - 1 and d['pulls_within_region_share'] >= 0.4 else 'bad'")" = ok ] \
   || fail "[regions] ci-regions: $REGIONS"
 log "[regions] PASS: $(echo "$REGIONS" | json "'%d/%d viewers, stalls %d, reached %d/%d nodes, %.0f%% of pulls within their region (%.2f across per segment; 2 at best), propagation p50/p99 %.0f/%.0f ms' % (d['started'], d['viewers'], d['stalls'], d['nodes_reached_min'], d['nodes'] - 1, d['pulls_within_region_share'] * 100, d['cross_region_pulls_per_segment'], d['propagation_p50_ms'], d['propagation_p99_ms'])")"
+log "[churn] ci-churn: a node joins, one restarts, the encoder moves to another node"
+"$SIM_BIN" run sim/scenarios/ci-churn.toml --json "$WORK/ci-churn.json" >"$WORK/ci-churn.txt" 2>&1 \
+  || fail "[churn] ci-churn did not run: $(tail -3 "$WORK/ci-churn.txt")"
+CHURN=$(json "json.dumps(dict(d['viewers'], nodes=d['nodes'], reached=d['mesh']['nodes_reached_min'], events=len(d['events'])))" <"$WORK/ci-churn.json")
+[ "$(echo "$CHURN" | json "'ok' if d['started'] == d['viewers'] and d['events'] == 3 and d['reached'] >= d['nodes'] - 1 and d['continuity'] >= 0.6 else 'bad'")" = ok ] \
+  || fail "[churn] ci-churn: $CHURN"
+log "[churn] PASS: $(echo "$CHURN" | json "'%d/%d viewers, stalls %d (%.1f s in all), continuity %.3f, %d rejoins, reached %d nodes' % (d['started'], d['viewers'], d['stalls'], d['stalled_s'], d['continuity'], d['rejoins'], d['reached'])")"
 
 # Load balancing (issue #5): invariants, not timings.
 log "[balance] ci-skewed: unequal capacities, Zipf demand, a flash crowd; Shoal vs baselines"
@@ -238,4 +245,4 @@ DRAIN=$(json "json.dumps(d['viewers'])" <"$WORK/ci-drain.json")
 log "[balance] PASS: skewed $(echo "$SKEW" | json "'; '.join('%s %d/%d served, %d node-s over capacity, peak %.0f%%' % (k, v['started'], v['viewers'], v['over'], v['peak'] * 100) for k, v in d.items())"); drain $(echo "$DRAIN" | json "'%d/%d viewers, stalls %d, redirects %d' % (d['started'], d['viewers'], d['stalls'], d['redirects'])")"
 
 log "all end-to-end checks passed"
-echo "e2e: 9 passed, 0 failed"
+echo "e2e: 10 passed, 0 failed"

@@ -10,6 +10,9 @@ use tokio::task::JoinHandle;
 pub struct Cluster {
     /// The nodes, in start order.
     pub nodes: Vec<Option<Node>>,
+    /// Each slot's configuration (bootstrap aside), to start it again; a node that ran
+    /// keeps its HTTP and data-plane addresses, as on a real host.
+    configs: Vec<NodeConfig>,
     root: PathBuf,
 }
 
@@ -21,33 +24,68 @@ impl Cluster {
         key: &str,
         configure: impl Fn(usize, &mut NodeConfig),
     ) -> anyhow::Result<Self> {
-        Self::start_with(count, key, configure, |_, _| {}).await
+        Self::start_with(count, key, configure, |_| false, |_, _| {}).await
     }
 
-    /// As [`Cluster::start`], and calls `started` with each node as soon as it runs
+    /// As [`Cluster::start`], leaving the slots `later` says empty (start them with
+    /// [`Cluster::launch`]), and calling `started` with each node as soon as it runs
     /// (before the next one starts).
     pub async fn start_with(
         count: usize,
         key: &str,
         configure: impl Fn(usize, &mut NodeConfig),
+        later: impl Fn(usize) -> bool,
         started: impl Fn(usize, &Node),
     ) -> anyhow::Result<Self> {
         let root = std::env::temp_dir().join(format!("shoal-sim-{}", std::process::id()));
-        let mut nodes: Vec<Option<Node>> = Vec::with_capacity(count);
+        let mut cluster = Self {
+            nodes: Vec::with_capacity(count),
+            configs: Vec::with_capacity(count),
+            root,
+        };
         for i in 0..count {
-            let mut config = NodeConfig::loopback(root.join(format!("node{i}")));
+            let mut config = NodeConfig::loopback(cluster.root.join(format!("node{i}")));
             config.ingest_keys = vec![key.to_string()];
             configure(i, &mut config);
-            if let Some(Some(first)) = nodes.first() {
-                config.bootstrap = first.p2p_addrs();
+            cluster.configs.push(config);
+            cluster.nodes.push(None);
+            if !later(i) {
+                started(i, cluster.launch(i).await?);
             }
-            let node = Node::start(config)
-                .await
-                .with_context(|| format!("starting node {i}"))?;
-            started(i, &node);
-            nodes.push(Some(node));
         }
-        Ok(Self { nodes, root })
+        Ok(cluster)
+    }
+
+    /// Starts the node of empty slot `i` (again: a restarted node keeps its data dir, so
+    /// its identity), joining through the first live node.
+    pub async fn launch(&mut self, i: usize) -> anyhow::Result<&Node> {
+        anyhow::ensure!(i < self.configs.len(), "no slot {i}");
+        anyhow::ensure!(self.nodes[i].is_none(), "node {i} is running");
+        let mut config = self.configs[i].clone();
+        config.bootstrap = self.live().next().map(Node::p2p_addrs).unwrap_or_default();
+        // A stopped node's sockets close as its last tasks end: wait a little for its
+        // ports, then take new ones (its viewers then come back through a front end).
+        let mut attempt = 0;
+        let node = loop {
+            match Node::start(config.clone()).await {
+                Ok(node) => break node,
+                Err(shoal_node::node::StartError::Bind { .. }) if attempt < 10 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(shoal_node::node::StartError::Bind { .. }) => {
+                    config.http.set_port(0);
+                    config.data.set_port(0);
+                    break Node::start(config)
+                        .await
+                        .with_context(|| format!("starting node {i}"))?;
+                }
+                Err(e) => return Err(e).with_context(|| format!("starting node {i}")),
+            }
+        };
+        self.configs[i].http = node.http_addr();
+        self.configs[i].data = node.data_addr();
+        Ok(self.nodes[i].insert(node))
     }
 
     /// Node `i`, if alive.

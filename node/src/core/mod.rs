@@ -325,6 +325,7 @@ impl Core {
         let signer = announcement.signer;
         let id = announcement.value.id.clone();
         let gap = self.add_announcement(announcement)?;
+        self.note_newest(&id, now);
         if gap && signer != self.me {
             self.sync(id.stream.clone(), signer, now);
         }
@@ -372,6 +373,7 @@ impl Core {
     ) -> Result<(), Rejected> {
         let id = announcement.value.id.clone();
         self.add_announcement(announcement)?;
+        self.note_newest(&id, now);
         let stream = self.streams.get_mut(&id.stream).expect("just added");
         stream.ingest_here = true;
         stream.mark_held(id.seq, Source::Ingest, now);
@@ -728,6 +730,29 @@ impl Core {
             Some((claim.since, *id))
         });
         mine.into_iter().chain(theirs).min().map(|(_, id)| id)
+    }
+
+    fn note_newest(&mut self, id: &segment::Id, now: Instant) {
+        if let Some(s) = self.streams.get_mut(&id.stream)
+            && s.newest() == Some(id.seq)
+        {
+            s.newest_at = Some(now);
+        }
+    }
+
+    /// True if `stream` has segments but none new for twice its last segment's duration
+    /// plus a second: its source has stopped (a moved or failed encoder), and a node with
+    /// an encoder of its own should take over without waiting for the old claim to lapse.
+    pub fn source_stalled(&self, stream: &stream::Name, now: Instant) -> bool {
+        let Some(s) = self.streams.get(stream) else {
+            return false;
+        };
+        let (Some(at), Some(last)) = (s.newest_at, s.entries.values().next_back()) else {
+            return false;
+        };
+        let patience =
+            Duration::from_millis(2 * u64::from(last.announcement.value.duration_ms) + 1000);
+        now.saturating_duration_since(at) > patience
     }
 
     /// The node that signed the newest segment of `stream`.

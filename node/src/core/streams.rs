@@ -79,6 +79,8 @@ pub struct StreamState {
     pub end: Option<Verified<StreamEnd>>,
     /// An encoder pushes this stream into this node.
     pub ingest_here: bool,
+    /// When the newest segment's announcement arrived here.
+    pub newest_at: Option<Instant>,
 }
 
 impl StreamState {
@@ -89,6 +91,7 @@ impl StreamState {
             entries: BTreeMap::new(),
             end: None,
             ingest_here: false,
+            newest_at: None,
         }
     }
 

@@ -386,3 +386,26 @@ fn far_holders_are_reached_through_the_nearby_leader() {
     near.handle_data_rtt(peer(1), Duration::from_millis(2), t0);
     assert_eq!(near.relay_leader(&id9, t0), None);
 }
+
+#[test]
+fn a_stream_with_no_new_segment_for_two_durations_is_stalled() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    assert!(!core.source_stalled(&name("s"), t0));
+    core.handle_announcement(announcement_by(1, "s", 0, None), t0)
+        .unwrap();
+    // 2 s segments: patience is 2 x 2 s + 1 s.
+    assert!(!core.source_stalled(&name("s"), t0 + Duration::from_secs(5)));
+    assert!(core.source_stalled(&name("s"), t0 + Duration::from_millis(5001)));
+    // A new segment (not a late old one) resets it.
+    let t1 = t0 + Duration::from_secs(6);
+    core.handle_announcement(announcement_by(1, "s", 1, None), t1)
+        .unwrap();
+    assert!(!core.source_stalled(&name("s"), t1 + Duration::from_secs(1)));
+    core.handle_announcement(
+        announcement_by(1, "s", 0, None),
+        t1 + Duration::from_secs(9),
+    )
+    .ok();
+    assert!(core.source_stalled(&name("s"), t1 + Duration::from_secs(6)));
+}

@@ -111,13 +111,28 @@ async fn put_inner(
     let playlist = parse_media_playlist(&bytes)
         .map_err(|e| HttpError::BadRequest(format!("playlist: {e}")))?;
     let assembled = assembler.on_playlist(&playlist, node.next_seq(&name));
-    let (source, last_signer) = {
+    let (source, last_signer, stalled) = {
         let core = node.core.lock().expect("poisoned");
-        (core.active_source(&name), core.last_signer(&name))
+        (
+            core.active_source(&name),
+            core.last_signer(&name),
+            core.source_stalled(&name, Instant::now()),
+        )
     };
-    if source != Some(node.peer_id) {
-        // Another node took this stream first (a redundant encoder): stand by, and take
-        // over when its claim disappears from the mesh.
+    let me = node.peer_id;
+    // The claim that came first leads (a redundant encoder stands by), unless another
+    // node took over from it and feeds the stream; a stalled stream is taken over at once
+    // (its encoder moved here, or failed), without waiting for the old claim to lapse,
+    // and the node that took over keeps leading while it feeds.
+    let mine = last_signer == Some(me);
+    let leads = stalled
+        || if source == Some(me) {
+            last_signer.is_none() || mine
+        } else {
+            assembler.took_over && mine
+        };
+    assembler.took_over = leads && source != Some(me);
+    if !leads {
         if !assembled.ready.is_empty() {
             add(&node.metrics.ingest_standby, assembled.ready.len() as u64);
             debug!(stream = %name, following = ?source, "standby ingest: segments held back");

@@ -7,8 +7,8 @@ use crate::http::get;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 /// How often the MistServer-style balancer polls (MistServer's default).
@@ -29,7 +29,8 @@ struct Seen {
 /// Picks a node for each arriving viewer.
 pub struct Picker {
     kind: Balancer,
-    nodes: Vec<SocketAddr>,
+    /// HTTP address by node index (a restarted node gets a new one).
+    nodes: RwLock<Vec<SocketAddr>>,
     capacity: Vec<u64>,
     alive: Vec<AtomicBool>,
     next: AtomicUsize,
@@ -45,7 +46,7 @@ impl Picker {
             alive: (0..n).map(|_| AtomicBool::new(true)).collect(),
             seen: Mutex::new(vec![Seen::default(); n]),
             next: AtomicUsize::new(0),
-            nodes,
+            nodes: RwLock::new(nodes),
             capacity,
         }
     }
@@ -57,14 +58,25 @@ impl Picker {
         }
     }
 
+    /// Node `i` (re)started at `addr`: front ends send viewers there again.
+    pub fn add(&self, i: usize, addr: SocketAddr) {
+        if let Some(slot) = self.nodes.write().expect("poisoned").get_mut(i) {
+            *slot = addr;
+        }
+        if let Some(a) = self.alive.get(i) {
+            a.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// The node for a new viewer of `stream` who arrives at entry node `entry` (its
     /// group's choice; used by Shoal only). `retry` counts earlier failed attempts.
     pub fn pick(&self, stream: &str, entry: usize, retry: usize) -> SocketAddr {
-        let live: Vec<usize> = (0..self.nodes.len())
+        let nodes = self.nodes.read().expect("poisoned").clone();
+        let live: Vec<usize> = (0..nodes.len())
             .filter(|i| self.alive[*i].load(Ordering::Relaxed))
             .collect();
         if live.is_empty() {
-            return self.nodes[entry];
+            return nodes[entry];
         }
         let i = match self.kind {
             Balancer::Shoal => {
@@ -77,7 +89,7 @@ impl Picker {
             Balancer::RoundRobin => live[self.next.fetch_add(1, Ordering::Relaxed) % live.len()],
             Balancer::Poll5s => self.least_loaded(stream, &live),
         };
-        self.nodes[i]
+        nodes[i]
     }
 
     /// MistServer-style choice: the lowest bandwidth use relative to capacity by the last
@@ -116,8 +128,9 @@ impl Picker {
 
     /// Polls every node's `/api/status` once (the MistServer-style balancer's loop body).
     pub async fn poll(&self) {
-        let mut fresh = Vec::with_capacity(self.nodes.len());
-        for (i, addr) in self.nodes.iter().enumerate() {
+        let nodes = self.nodes.read().expect("poisoned").clone();
+        let mut fresh = Vec::with_capacity(nodes.len());
+        for (i, addr) in nodes.iter().enumerate() {
             let mut s = Seen::default();
             if self.alive[i].load(Ordering::Relaxed)
                 && let Ok(r) = get(*addr, "/api/status").await

@@ -17,6 +17,16 @@
 //! [[events]]
 //! at_s = 20.0
 //! kill = 0                          # the node vanishes
+//! [[events]]
+//! at_s = 30.0
+//! restart = 0                       # stopped (if running) and started again, same identity
+//! [[events]]
+//! at_s = 10.0
+//! join = 5                          # node 5 is not started until then
+//! [[events]]
+//! at_s = 25.0
+//! move_ingest = "live"              # the stream's encoder now pushes into node 2
+//! to = 2
 //! ```
 //!
 //! Load balancing (all optional):
@@ -151,6 +161,14 @@ pub struct EventSpec {
     pub kill: Option<usize>,
     /// Drain this node.
     pub drain: Option<usize>,
+    /// Stop this node (if running) and start it again with the same data dir.
+    pub restart: Option<usize>,
+    /// Start this node now (it is not started with the others).
+    pub join: Option<usize>,
+    /// Move this stream's encoder to node `to`.
+    pub move_ingest: Option<String>,
+    /// Where `move_ingest` moves the encoder.
+    pub to: Option<usize>,
     /// How long the drained node serves its viewers before handing them off.
     #[serde(default = "default_drain_deadline")]
     pub drain_deadline_s: f64,
@@ -191,6 +209,11 @@ impl Scenario {
         std::time::Duration::from_secs_f64(rtt.unwrap_or(0.0) / 2000.0)
     }
 
+    /// True if node `i` starts with a `join` event rather than at the beginning.
+    pub fn joins_later(&self, i: usize) -> bool {
+        self.events.iter().any(|e| e.join == Some(i))
+    }
+
     /// Parses a scenario file's text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         Ok(toml::from_str(text)?)
@@ -208,6 +231,11 @@ impl Scenario {
                 s.name
             );
             shoal_protocol::stream::Name::new(s.name.as_str())?;
+            ensure!(
+                !s.ingest.iter().any(|n| self.joins_later(*n)),
+                "stream {}: an ingest node must run from the start",
+                s.name
+            );
         }
         for v in &self.viewers {
             ensure!(
@@ -221,14 +249,32 @@ impl Scenario {
             }
         }
         for e in &self.events {
+            let named = [e.kill, e.drain, e.restart, e.join, e.to];
             ensure!(
-                e.kill.is_none_or(|n| n < self.nodes) && e.drain.is_none_or(|n| n < self.nodes),
+                named.iter().flatten().all(node_ok),
                 "event names an unknown node"
             );
+            let actions = [
+                e.kill.is_some(),
+                e.drain.is_some(),
+                e.restart.is_some(),
+                e.join.is_some(),
+                e.move_ingest.is_some(),
+            ];
             ensure!(
-                e.kill.is_some() != e.drain.is_some(),
-                "an event either kills or drains one node"
+                actions.iter().filter(|a| **a).count() == 1,
+                "an event does one thing: kill, drain, restart, join or move_ingest"
             );
+            ensure!(
+                e.move_ingest.is_some() == e.to.is_some(),
+                "move_ingest needs `to` (and `to` needs move_ingest)"
+            );
+            if let Some(stream) = &e.move_ingest {
+                ensure!(
+                    self.streams.iter().any(|s| &s.name == stream),
+                    "move_ingest names unknown stream {stream}"
+                );
+            }
             ensure!(
                 (0.0..=600.0).contains(&e.drain_deadline_s),
                 "drain_deadline_s must be 0..=600"

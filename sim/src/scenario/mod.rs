@@ -1,7 +1,7 @@
 //! `shoal-sim run SCENARIO`: a scenario file drives a mesh of real in-process nodes:
 //! streams played out from the built-in clip into their ingest node(s), player-like
-//! viewers (each with its own loopback IP) arriving over time, timed events (a node
-//! killed or drained), and node capacities. The scenario runs once per balancer it names
+//! viewers (each with its own loopback IP) arriving over time, timed events, and node
+//! capacities. The scenario runs once per balancer it names
 //! (Shoal, and the round-robin and MistServer-style baselines in front of nodes that
 //! serve everyone), and the report puts them side by side: viewers' startup, stalls and
 //! continuity, redirects, and each node's load against its capacity over time.
@@ -13,7 +13,8 @@
 //! regions (in userspace, under quinn; the control plane is not delayed), and the report
 //! shows how many pulls crossed regions.
 //!
-//! Not yet: restart and moved-ingest events, joining nodes.
+//! Events: kill, drain, restart (same identity and ports), join (a node started late)
+//! and move_ingest (the encoder pushes into another node).
 
 pub mod balancer;
 pub mod file;
@@ -93,39 +94,37 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
                 }));
             }
         },
-        |i, node| {
-            if let Some(r) = scenario.region_of(i) {
-                regions
-                    .write()
-                    .expect("poisoned")
-                    .insert(node.data_addr(), r);
-            }
-        },
+        |i| scenario.joins_later(i),
+        |i, node| place(&regions, scenario, i, node),
     )
     .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster
-        .live()
-        .any(|n| n.summary().peers + 1 < scenario.nodes)
-    {
+    let initial = cluster.live().count();
+    while cluster.live().any(|n| n.summary().peers + 1 < initial) {
         anyhow::ensure!(Instant::now() < deadline, "the mesh did not form");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let capacity: Vec<u64> = (0..scenario.nodes)
         .map(|i| scenario.capacity_bps(i))
         .collect();
-    let addrs = cluster
-        .indexed()
-        .into_iter()
-        .map(|(_, n)| n.http_addr())
+    // By slot; a node that joins later gets its address when it starts.
+    let addrs = (0..scenario.nodes)
+        .map(|i| {
+            cluster
+                .node(i)
+                .map_or(SocketAddr::from(([127, 0, 0, 1], 9)), |n| n.http_addr())
+        })
         .collect();
     let picker = Arc::new(Picker::new(balancer, addrs, capacity.clone()));
+    for i in (0..scenario.nodes).filter(|i| scenario.joins_later(*i)) {
+        picker.remove(i);
+    }
     let poller = tokio::spawn({
         let p = picker.clone();
         async move { p.run_poller().await }
     });
     let t0 = Instant::now();
-    let encoders = start_encoders(scenario, &cluster, key)?;
+    let mut encoders = start_encoders(scenario, &cluster, key)?;
     let viewers = start_viewers(scenario, &picker);
     let mut events = scenario.events.clone();
     events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
@@ -149,15 +148,52 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
         while let Some(e) = events.next_if(|e| t0.elapsed().as_secs_f64() >= e.at_s) {
             let at = t0.elapsed().as_secs_f64();
             if let Some(node) = e.kill {
-                for (n, enc) in &encoders {
-                    if *n == node {
-                        enc.abort();
-                    }
-                }
+                encoders.retain(|enc| enc.node != node || !enc.stop());
                 picker.remove(node);
                 cluster.kill(node).await;
                 log.push(json!({"at_s": e.at_s, "event": format!("kill node{node}")}));
                 eprintln!("[{at:>5.1}s] killed node{node}");
+            }
+            if let Some(node) = e.restart.or(e.join) {
+                let restart = e.restart.is_some();
+                // A restarted ingest node's encoder reconnects once it is back.
+                let mut reconnect = Vec::new();
+                encoders.retain(|enc| {
+                    let here = enc.node == node && enc.stop();
+                    if here {
+                        reconnect.push(enc.stream.clone());
+                    }
+                    !here
+                });
+                picker.remove(node);
+                cluster.kill(node).await;
+                let addr = {
+                    let n = cluster.launch(node).await?;
+                    place(&regions, scenario, node, n);
+                    n.http_addr()
+                };
+                picker.add(node, addr);
+                for stream in reconnect {
+                    encoders.push(Encoder::start(node, addr, stream, key, Duration::ZERO));
+                }
+                let what = if restart { "restart" } else { "join" };
+                log.push(json!({"at_s": e.at_s, "event": format!("{what} node{node}")}));
+                eprintln!("[{at:>5.1}s] {what} node{node}");
+            }
+            if let (Some(stream), Some(to)) = (&e.move_ingest, e.to) {
+                encoders.retain(|enc| &enc.stream != stream || !enc.stop());
+                if let Some(n) = cluster.node(to) {
+                    let addr = n.http_addr();
+                    encoders.push(Encoder::start(
+                        to,
+                        addr,
+                        stream.clone(),
+                        key,
+                        Duration::ZERO,
+                    ));
+                }
+                log.push(json!({"at_s": e.at_s, "event": format!("move {stream} to node{to}")}));
+                eprintln!("[{at:>5.1}s] moved the encoder of {stream} to node{to}");
             }
             if let Some(node) = e.drain {
                 picker.remove(node);
@@ -191,8 +227,8 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
         let _ = d.await;
     }
     let nodes_table = table::Table::new().render(&cluster.indexed());
-    for (_, enc) in &encoders {
-        enc.abort();
+    for enc in &encoders {
+        enc.stop();
     }
     let report = json!({
         "balancer": balancer.name(),
@@ -206,29 +242,62 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
     Ok(report)
 }
 
+/// An encoder pushing one stream into one node.
+struct Encoder {
+    node: usize,
+    stream: String,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Encoder {
+    /// Starts pushing `stream` into `addr` (node `node`) after `delay`.
+    fn start(node: usize, addr: SocketAddr, stream: String, key: &str, delay: Duration) -> Self {
+        let (name, key) = (stream.clone(), key.to_string());
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            playout::run(addr, name, key).await
+        });
+        Self { node, stream, task }
+    }
+
+    /// Stops it; true (so it can be used in `retain`).
+    fn stop(&self) -> bool {
+        self.task.abort();
+        true
+    }
+}
+
 /// Encoders: one playout per ingest node; a redundant one starts a second later, so the
 /// mesh follows the first.
 fn start_encoders(
     scenario: &Scenario,
     cluster: &Cluster,
     key: &str,
-) -> anyhow::Result<Vec<(usize, JoinHandle<anyhow::Result<()>>)>> {
+) -> anyhow::Result<Vec<Encoder>> {
     let mut encoders = Vec::new();
     for s in &scenario.streams {
         for (i, &node) in s.ingest.iter().enumerate() {
             let addr = cluster.node(node).context("ingest node")?.http_addr();
-            let (name, key) = (s.name.clone(), key.to_string());
             let delay = Duration::from_secs(i as u64);
-            encoders.push((
-                node,
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    playout::run(addr, name, key).await
-                }),
-            ));
+            encoders.push(Encoder::start(node, addr, s.name.clone(), key, delay));
         }
     }
     Ok(encoders)
+}
+
+/// Records a started node's data address under its region, for the delaying sockets.
+fn place(
+    regions: &RwLock<HashMap<SocketAddr, usize>>,
+    scenario: &Scenario,
+    i: usize,
+    node: &shoal_node::Node,
+) {
+    if let Some(r) = scenario.region_of(i) {
+        regions
+            .write()
+            .expect("poisoned")
+            .insert(node.data_addr(), r);
+    }
 }
 
 /// Viewers: each group's arrivals spread over its ramp, each viewer with its own source
