@@ -11,6 +11,9 @@ pub const AVERAGE_S: usize = 6;
 /// Imbalance is measured only while the mesh carries at least this utilisation on
 /// average (an idle mesh has no meaningful max/mean).
 const BUSY_MEAN: f64 = 0.05;
+/// Without capacities, imbalance is measured on egress rates while the mean node sends at
+/// least this much (bits per second).
+const BUSY_RATE_BPS: f64 = 100_000.0;
 
 /// One node at one second.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,6 +54,15 @@ impl Recorder {
         Some(now.saturating_sub(before) as f64 * 8.0)
     }
 
+    /// Egress of node `i` at second `t`, bits per second, averaged over [`AVERAGE_S`]
+    /// seconds.
+    fn rate(&self, t: usize, i: usize) -> Option<f64> {
+        let window: Vec<f64> = (t.saturating_sub(AVERAGE_S - 1)..=t)
+            .filter_map(|s| self.egress_bps(s, i))
+            .collect();
+        (!window.is_empty()).then(|| window.iter().sum::<f64>() / window.len() as f64)
+    }
+
     /// Utilisation of node `i` at second `t`: egress averaged over [`AVERAGE_S`] seconds
     /// divided by capacity.
     pub fn utilization(&self, t: usize, i: usize) -> Option<f64> {
@@ -58,13 +70,7 @@ impl Recorder {
         if cap == 0 {
             return None;
         }
-        let window: Vec<f64> = (t.saturating_sub(AVERAGE_S - 1)..=t)
-            .filter_map(|s| self.egress_bps(s, i))
-            .collect();
-        if window.is_empty() {
-            return None;
-        }
-        Some(window.iter().sum::<f64>() / window.len() as f64 / cap as f64)
+        Some(self.rate(t, i)? / cap as f64)
     }
 
     /// The largest value of `field` node `i` reached.
@@ -116,17 +122,27 @@ impl Recorder {
                 "peak_viewer_load_mbit": peak_model as f64 / 1e6,
                 "peak_viewers": peak_viewers,
                 "utilization": series.iter().map(|u| u.map(|v| (v * 1000.0).round() / 1000.0)).collect::<Vec<_>>(),
+                "egress_mbit": (0..self.seconds.len())
+                    .map(|t| self.rate(t, i).map(|r| (r / 1e3).round() / 1e3))
+                    .collect::<Vec<_>>(),
             }));
         }
+        // Imbalance: of utilisation when capacities are set, else of egress rates.
+        let measured = self.capacity.iter().any(|c| *c > 0);
+        let (value, busy): (&dyn Fn(usize, usize) -> Option<f64>, f64) = if measured {
+            (&|t, i| self.utilization(t, i), BUSY_MEAN)
+        } else {
+            (&|t, i| self.rate(t, i), BUSY_RATE_BPS)
+        };
         let mut ratios = Vec::new();
         for t in 0..self.seconds.len() {
-            let utils: Vec<f64> = (0..n).filter_map(|i| self.utilization(t, i)).collect();
-            if utils.is_empty() {
+            let values: Vec<f64> = (0..n).filter_map(|i| value(t, i)).collect();
+            if values.is_empty() {
                 continue;
             }
-            let mean = utils.iter().sum::<f64>() / utils.len() as f64;
-            if mean >= BUSY_MEAN {
-                ratios.push(utils.iter().cloned().fold(0.0, f64::max) / mean);
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            if mean >= busy {
+                ratios.push(values.iter().cloned().fold(0.0, f64::max) / mean);
             }
         }
         let mean_ratio = if ratios.is_empty() {
@@ -134,7 +150,6 @@ impl Recorder {
         } else {
             Some(ratios.iter().sum::<f64>() / ratios.len() as f64)
         };
-        let measured = self.capacity.iter().any(|c| *c > 0);
         json!({
             "peak_utilization": measured.then_some(peak),
             "overloaded_node_seconds": overloaded,
@@ -175,5 +190,14 @@ mod tests {
             r.push(vec![s(t * 2_000_000)]);
         }
         assert_eq!(r.figures()["overloaded_node_seconds"], 9);
+        // No capacities: imbalance of egress rates (1 MB/s against 0.25 MB/s).
+        let mut r = Recorder::new(vec![0, 0]);
+        for t in 0..10u64 {
+            r.push(vec![s(t * 1_000_000), s(t * 250_000)]);
+        }
+        let f = r.figures();
+        assert_eq!(f["peak_utilization"], Value::Null);
+        let imbalance = f["imbalance_max_over_mean"].as_f64().unwrap();
+        assert!((imbalance - 1.6).abs() < 1e-9, "{imbalance}");
     }
 }

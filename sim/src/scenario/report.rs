@@ -14,10 +14,10 @@ pub fn text(report: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<12} {:>9} {:>16} {:>12} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "{:<12} {:>9} {:>20} {:>12} {:>10} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9}",
         "balancer",
         "served",
-        "startup p50/p95",
+        "startup p50/p95/p99",
         "stalls (s)",
         "continuity",
         "redirects",
@@ -37,10 +37,15 @@ pub fn text(report: &Value) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<12} {:>9} {:>16} {:>12} {:>10.3} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9}",
+            "{:<12} {:>9} {:>20} {:>12} {:>10.3} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9}",
             run["balancer"].as_str().unwrap_or("?"),
             format!("{}/{}", v["started"], v["viewers"]),
-            format!("{}/{} ms", f(&v["startup_p50_ms"]), f(&v["startup_p95_ms"])),
+            format!(
+                "{}/{}/{} ms",
+                f(&v["startup_p50_ms"]),
+                f(&v["startup_p95_ms"]),
+                f(&v["startup_p99_ms"])
+            ),
             format!(
                 "{} ({:.1})",
                 v["stalls"],
