@@ -111,23 +111,25 @@ async fn put_inner(
     let playlist = parse_media_playlist(&bytes)
         .map_err(|e| HttpError::BadRequest(format!("playlist: {e}")))?;
     let assembled = assembler.on_playlist(&playlist, node.next_seq(&name));
-    let (source, last_signer, stalled) = {
+    let me = node.peer_id;
+    let (source, last_signer, stalled, signer_gone) = {
         let core = node.core.lock().expect("poisoned");
+        let last_signer = core.last_signer(&name);
         (
             core.active_source(&name),
-            core.last_signer(&name),
+            last_signer,
             core.source_stalled(&name, Instant::now()),
+            last_signer.is_some_and(|s| s != me && core.peers().get(&s).is_none()),
         )
     };
-    let me = node.peer_id;
     // The claim that came first leads (a redundant encoder stands by), unless another
-    // node took over from it and feeds the stream; a stalled stream is taken over at once
-    // (its encoder moved here, or failed), without waiting for the old claim to lapse,
-    // and the node that took over keeps leading while it feeds.
+    // live node took over from it and feeds the stream; a stalled stream is taken over at
+    // once (its encoder moved here, or failed), without waiting for the old claim to
+    // lapse, and the node that took over keeps leading while it feeds.
     let mine = last_signer == Some(me);
     let leads = stalled
         || if source == Some(me) {
-            last_signer.is_none() || mine
+            last_signer.is_none() || mine || signer_gone
         } else {
             assembler.took_over && mine
         };
