@@ -324,3 +324,55 @@ async fn moved_ingest_continues_and_a_restarted_node_rejoins() {
         .unwrap();
     assert_eq!(r.status, 200, "{}\n{}", r.text(), y.log_tail(20));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_moved_encoder_takes_over_before_the_old_claim_lapses() {
+    init_logging();
+    let nodes = mesh(vec![config("mv-a"), config("mv-b"), config("mv-c")])
+        .await
+        .unwrap();
+    let (a, b, c) = (
+        nodes[0].http_addr(),
+        nodes[1].http_addr(),
+        nodes[2].http_addr(),
+    );
+    let ids: Vec<String> = nodes.iter().map(|n| n.peer_id().to_string()).collect();
+    wait_known(b, &[&ids[0]]).await.unwrap();
+    wait_known(c, &[&ids[0], &ids[1]]).await.unwrap();
+    // 1 s segments into A.
+    for seq in 0..3 {
+        push_segment(a, "mv", seq).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The broadcaster moves to B (a new encoder: its file names start again). B holds its
+    // segments back while the stream could still be A's, then takes over once it stalls.
+    let mut newest = None;
+    for seq in 0..15 {
+        push_segment(b, "mv", seq).await;
+        let s = status(c).await.unwrap();
+        newest = stream_status(&s, "mv")
+            .and_then(|x| x["segments"].as_array().cloned())
+            .and_then(|segs| segs.last().cloned());
+        if newest
+            .as_ref()
+            .is_some_and(|n| n["origin"] == ids[1].as_str())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let newest = newest.expect("C knows the stream");
+    assert_eq!(newest["origin"], ids[1].as_str(), "B never took over");
+    assert!(
+        newest["seq"].as_u64().unwrap() >= 3,
+        "numbering continues: {newest}"
+    );
+    // ...while A's claim (10 s of silence to lapse) still stood.
+    let sa = status(a).await.unwrap();
+    assert_eq!(sa["ingesting"][0]["name"], "mv", "{}", sa["ingesting"]);
+    let sb = status(b).await.unwrap();
+    assert!(sb["counters"]["ingest_standby_total"].as_u64().unwrap() >= 1);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
