@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub faults: Faults,
     /// Emulated latency on the data plane, by destination (the simulator's regions).
     pub data_delay: Option<crate::data::delay::DataDelay>,
+    /// Emulated latency on the control plane, by sending peer (the simulator's regions).
+    pub control_delay: Option<crate::control::PeerDelay>,
 }
 
 impl NodeConfig {
@@ -67,6 +69,7 @@ impl NodeConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             faults: Faults::default(),
             data_delay: None,
+            control_delay: None,
         }
     }
 }
@@ -294,6 +297,7 @@ impl RunArgs {
                 corrupt_egress: self.fault_corrupt_egress,
             },
             data_delay: None,
+            control_delay: None,
         })
     }
 }

@@ -145,6 +145,30 @@ impl Handle {
     }
 }
 
+/// An emulated one-way delay for what a peer sends this node (the simulator's regions):
+/// gossip from it is handed to the node that much later, and its ping RTT grows by twice
+/// that. Messages keep their order.
+#[derive(Clone)]
+pub struct PeerDelay(Arc<dyn Fn(&PeerId) -> Duration + Send + Sync>);
+
+impl PeerDelay {
+    /// A delay chosen by `f` from the sending peer.
+    pub fn new(f: impl Fn(&PeerId) -> Duration + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The delay from `peer`.
+    pub fn from(&self, peer: &PeerId) -> Duration {
+        (self.0)(peer)
+    }
+}
+
+impl std::fmt::Debug for PeerDelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerDelay(..)")
+    }
+}
+
 /// Control-plane settings.
 pub struct Config {
     /// The node's identity.
@@ -153,6 +177,8 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Peers to join through (each with /p2p/PEERID).
     pub bootstrap: Vec<Multiaddr>,
+    /// Emulated latency of what peers send (none: as the network delivers it).
+    pub delay: Option<PeerDelay>,
 }
 
 /// The swarm task: spawn it.
@@ -167,6 +193,11 @@ pub struct Driver {
     wanted: HashMap<PeerId, Vec<Multiaddr>>,
     bootstrap: HashMap<PeerId, Vec<Multiaddr>>,
     bootstrapped: bool,
+    /// With an emulated delay: the delay, and the queue of events held for it.
+    delayed: Option<(
+        PeerDelay,
+        mpsc::UnboundedSender<(tokio::time::Instant, Event)>,
+    )>,
 }
 
 /// Builds the swarm, starts listening and dials the bootstrap peers.
@@ -256,6 +287,11 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         listen: listen.clone(),
         bandwidth: Arc::new(Mutex::new(bandwidth)),
     };
+    let delayed = config.delay.map(|delay| {
+        let (held_tx, held_rx) = mpsc::unbounded_channel();
+        tokio::spawn(release(held_rx, event_tx.clone()));
+        (delay, held_tx)
+    });
     let driver = Driver {
         swarm,
         commands: command_rx,
@@ -267,6 +303,7 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         wanted: bootstrap.clone(),
         bootstrap,
         bootstrapped: false,
+        delayed,
     };
     Ok((handle, event_rx, driver))
 }
@@ -368,6 +405,18 @@ impl Driver {
         }
     }
 
+    /// Emits an event that `peer` caused, after the emulated delay from it, if any.
+    async fn emit_from(&mut self, peer: &PeerId, event: Event) {
+        if let Some((delay, queue)) = &self.delayed {
+            let d = delay.from(peer);
+            if !d.is_zero() {
+                let _ = queue.send((tokio::time::Instant::now() + d, event));
+                return;
+            }
+        }
+        self.emit(event).await;
+    }
+
     async fn emit(&mut self, event: Event) {
         // Back-pressure: if the node is slow to consume, the swarm waits rather than
         // dropping statuses and announcements.
@@ -439,7 +488,13 @@ impl Driver {
                 peer,
                 result: Ok(rtt),
                 ..
-            }) => self.emit(Event::Rtt(peer, rtt)).await,
+            }) => {
+                let emulated = self
+                    .delayed
+                    .as_ref()
+                    .map_or(Duration::ZERO, |(d, _)| d.from(&peer));
+                self.emit(Event::Rtt(peer, rtt + 2 * emulated)).await
+            }
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -461,10 +516,43 @@ impl Driver {
                     if let Event::Status(s) = &event {
                         tracing::trace!(from = %propagation_source, signer = %s.signer, "status received");
                     }
-                    self.emit(event).await;
+                    self.emit_from(&propagation_source, event).await;
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Hands held events to the node when due, in due order (equal delays keep their order).
+async fn release(
+    mut held_rx: mpsc::UnboundedReceiver<(tokio::time::Instant, Event)>,
+    events: mpsc::Sender<Event>,
+) {
+    let mut held: std::collections::BTreeMap<(tokio::time::Instant, u64), Event> =
+        std::collections::BTreeMap::new();
+    let mut n = 0u64;
+    loop {
+        let next = held.keys().next().map(|(t, _)| *t);
+        tokio::select! {
+            got = held_rx.recv() => match got {
+                Some((due, event)) => {
+                    held.insert((due, n), event);
+                    n += 1;
+                }
+                None => return,
+            },
+            _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => {
+                let now = tokio::time::Instant::now();
+                while let Some(entry) = held.first_entry() {
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    if events.send(entry.remove()).await.is_err() {
+                        return;
+                    }
+                }
+            }
         }
     }
 }
@@ -478,4 +566,34 @@ fn verify(bytes: &[u8]) -> Result<Event, String> {
         Gossip::Segment(s) => Event::Announcement(s.verify().map_err(|e| e.to_string())?),
         Gossip::End(s) => Event::End(s.verify().map_err(|e| e.to_string())?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Held events come out in due order, equal due times in arrival order.
+    #[tokio::test]
+    async fn delayed_events_are_released_in_due_order() {
+        let (held_tx, held_rx) = mpsc::unbounded_channel();
+        let (events_tx, mut events) = mpsc::channel(16);
+        tokio::spawn(release(held_rx, events_tx));
+        let peer = PeerId::random();
+        let now = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        for (due, tag) in [(40, 1), (10, 2), (40, 3), (25, 4)] {
+            held_tx
+                .send((now + ms(due), Event::Rtt(peer, ms(tag))))
+                .unwrap();
+        }
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            match events.recv().await.unwrap() {
+                Event::Rtt(_, tag) => order.push(tag.as_millis()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(order, vec![2, 4, 1, 3]);
+        assert!(now.elapsed() >= ms(40));
+    }
 }

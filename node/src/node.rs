@@ -202,6 +202,7 @@ impl Node {
             keypair: keypair.clone(),
             listen: config.p2p.clone(),
             bootstrap: config.bootstrap.clone(),
+            delay: config.control_delay.clone(),
         })?;
         let shared = Arc::new(Shared {
             keypair,

@@ -10,8 +10,9 @@
 //! between nodes, control bytes) and renders as text, JSON or an HTML page with plots.
 //!
 //! Nodes may sit in regions: datagrams between them are held for half the RTT of their
-//! regions (in userspace, under quinn; the control plane is not delayed), and the report
-//! shows how many pulls crossed regions.
+//! regions (in userspace, under quinn), gossip from a peer reaches the node that much
+//! later (and its ping RTT grows to match), and the report shows how many pulls crossed
+//! regions.
 //!
 //! Events: kill, drain, restart (same identity and ports), join (a node started late)
 //! and move_ingest (the encoder pushes into another node).
@@ -32,6 +33,7 @@ use file::{Balancer, Scenario};
 use load::{Recorder, Sample};
 use mesh::MeshRecorder;
 use serde_json::{Value, json};
+use shoal_node::control::PeerDelay;
 use shoal_node::data::delay::DataDelay;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -72,9 +74,9 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
     let fanout = scenario.fanout;
     // Baselines stand in front of nodes that serve everyone: capacity is only measured.
     let enforce = balancer == Balancer::Shoal;
-    // Each node's data address and region, filled in as nodes start; the delaying
-    // sockets look destinations up here.
-    let regions: Arc<RwLock<HashMap<SocketAddr, usize>>> = Arc::default();
+    // Each node's data address and peer id with its region, filled in as nodes start;
+    // the delaying sockets and the control plane's delay look them up here.
+    let regions: Arc<RwLock<Regions>> = Arc::default();
     let mut cluster = Cluster::start_with(
         scenario.nodes,
         key,
@@ -89,8 +91,13 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
             if let Some(mine) = scenario.region_of(i) {
                 let (map, delays) = (regions.clone(), scenario.clone());
                 c.data_delay = Some(DataDelay::new(move |to| {
-                    let region = map.read().expect("poisoned").get(&to).copied();
+                    let region = map.read().expect("poisoned").by_addr.get(&to).copied();
                     region.map_or(Duration::ZERO, |r| delays.one_way(mine, r))
+                }));
+                let (map, delays) = (regions.clone(), scenario.clone());
+                c.control_delay = Some(PeerDelay::new(move |from| {
+                    let region = map.read().expect("poisoned").by_peer.get(from).copied();
+                    region.map_or(Duration::ZERO, |r| delays.one_way(r, mine))
                 }));
             }
         },
@@ -285,18 +292,19 @@ fn start_encoders(
     Ok(encoders)
 }
 
-/// Records a started node's data address under its region, for the delaying sockets.
-fn place(
-    regions: &RwLock<HashMap<SocketAddr, usize>>,
-    scenario: &Scenario,
-    i: usize,
-    node: &shoal_node::Node,
-) {
+/// Which region each node is in, by data address and by peer id.
+#[derive(Debug, Default)]
+struct Regions {
+    by_addr: HashMap<SocketAddr, usize>,
+    by_peer: HashMap<shoal_node::PeerId, usize>,
+}
+
+/// Records a started node under its region, for the emulated latency.
+fn place(regions: &RwLock<Regions>, scenario: &Scenario, i: usize, node: &shoal_node::Node) {
     if let Some(r) = scenario.region_of(i) {
-        regions
-            .write()
-            .expect("poisoned")
-            .insert(node.data_addr(), r);
+        let mut regions = regions.write().expect("poisoned");
+        regions.by_addr.insert(node.data_addr(), r);
+        regions.by_peer.insert(node.peer_id(), r);
     }
 }
 
