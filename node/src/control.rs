@@ -289,7 +289,11 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
     };
     let delayed = config.delay.map(|delay| {
         let (held_tx, held_rx) = mpsc::unbounded_channel();
-        tokio::spawn(release(held_rx, event_tx.clone()));
+        let events = event_tx.clone();
+        tokio::spawn(crate::due::release(held_rx, move |event| {
+            let events = events.clone();
+            async move { events.send(event).await.is_ok() }
+        }));
         (delay, held_tx)
     });
     let driver = Driver {
@@ -524,39 +528,6 @@ impl Driver {
     }
 }
 
-/// Hands held events to the node when due, in due order (equal delays keep their order).
-async fn release(
-    mut held_rx: mpsc::UnboundedReceiver<(tokio::time::Instant, Event)>,
-    events: mpsc::Sender<Event>,
-) {
-    let mut held: std::collections::BTreeMap<(tokio::time::Instant, u64), Event> =
-        std::collections::BTreeMap::new();
-    let mut n = 0u64;
-    loop {
-        let next = held.keys().next().map(|(t, _)| *t);
-        tokio::select! {
-            got = held_rx.recv() => match got {
-                Some((due, event)) => {
-                    held.insert((due, n), event);
-                    n += 1;
-                }
-                None => return,
-            },
-            _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => {
-                let now = tokio::time::Instant::now();
-                while let Some(entry) = held.first_entry() {
-                    if entry.key().0 > now {
-                        break;
-                    }
-                    if events.send(entry.remove()).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Decodes and verifies a gossip message.
 fn verify(bytes: &[u8]) -> Result<Event, String> {
     let message: Gossip =
@@ -566,34 +537,4 @@ fn verify(bytes: &[u8]) -> Result<Event, String> {
         Gossip::Segment(s) => Event::Announcement(s.verify().map_err(|e| e.to_string())?),
         Gossip::End(s) => Event::End(s.verify().map_err(|e| e.to_string())?),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Held events come out in due order, equal due times in arrival order.
-    #[tokio::test]
-    async fn delayed_events_are_released_in_due_order() {
-        let (held_tx, held_rx) = mpsc::unbounded_channel();
-        let (events_tx, mut events) = mpsc::channel(16);
-        tokio::spawn(release(held_rx, events_tx));
-        let peer = PeerId::random();
-        let now = tokio::time::Instant::now();
-        let ms = Duration::from_millis;
-        for (due, tag) in [(40, 1), (10, 2), (40, 3), (25, 4)] {
-            held_tx
-                .send((now + ms(due), Event::Rtt(peer, ms(tag))))
-                .unwrap();
-        }
-        let mut order = Vec::new();
-        for _ in 0..4 {
-            match events.recv().await.unwrap() {
-                Event::Rtt(_, tag) => order.push(tag.as_millis()),
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(order, vec![2, 4, 1, 3]);
-        assert!(now.elapsed() >= ms(40));
-    }
 }

@@ -11,6 +11,7 @@ pub mod control;
 pub mod core;
 pub mod cpu;
 pub mod data;
+pub mod due;
 pub mod fetch;
 pub mod hls;
 pub mod http;

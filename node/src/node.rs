@@ -286,6 +286,7 @@ impl Node {
 
     /// A few headline figures, for tools that run many nodes in one process.
     pub fn summary(&self) -> Summary {
+        let control_bytes = self.shared.control.wire_bytes().0;
         let core = self.shared.core.lock().expect("poisoned");
         let store = self.shared.store.lock().expect("poisoned");
         let mut sources: HashMap<Option<PeerId>, usize> = HashMap::new();
@@ -310,7 +311,7 @@ impl Node {
             capacity_bps: core.config().egress_capacity_bps,
             sources,
             relay_bytes: self.shared.metrics.data_bytes_out.load(Ordering::Relaxed),
-            control_bytes: self.shared.control.wire_bytes().0,
+            control_bytes,
         }
     }
 

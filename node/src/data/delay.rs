@@ -9,7 +9,6 @@
 
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
@@ -90,43 +89,23 @@ impl DelayedSocket {
 /// Sends held datagrams when due, in due order (ties in arrival order).
 async fn pump(
     socket: Arc<dyn AsyncUdpSocket>,
-    mut rx: mpsc::UnboundedReceiver<(Instant, Held)>,
+    held_rx: mpsc::UnboundedReceiver<(Instant, Held)>,
     queued: Arc<AtomicUsize>,
 ) {
-    let mut held: BTreeMap<(Instant, u64), Held> = BTreeMap::new();
-    let mut n = 0u64;
-    loop {
-        let next = held.keys().next().map(|(t, _)| *t);
-        tokio::select! {
-            got = rx.recv() => match got {
-                Some((due, h)) => {
-                    held.insert((due, n), h);
-                    n += 1;
-                }
-                None => return,
-            },
-            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                let now = Instant::now();
-                while let Some(entry) = held.first_entry() {
-                    if entry.key().0 > now {
-                        break;
-                    }
-                    let h = entry.remove();
-                    queued.fetch_sub(1, Ordering::Relaxed);
-                    let transmit = Transmit {
-                        destination: h.destination,
-                        ecn: h.ecn,
-                        contents: &h.contents,
-                        segment_size: h.segment_size,
-                        src_ip: h.src_ip,
-                    };
-                    // A full socket buffer loses the datagram, as a network would; QUIC
-                    // retransmits.
-                    let _ = socket.try_send(&transmit);
-                }
-            }
-        }
-    }
+    crate::due::release(held_rx, |h: Held| {
+        queued.fetch_sub(1, Ordering::Relaxed);
+        let transmit = Transmit {
+            destination: h.destination,
+            ecn: h.ecn,
+            contents: &h.contents,
+            segment_size: h.segment_size,
+            src_ip: h.src_ip,
+        };
+        // A full socket buffer loses the datagram, as a network would; QUIC retransmits.
+        let _ = socket.try_send(&transmit);
+        std::future::ready(true)
+    })
+    .await;
 }
 
 impl AsyncUdpSocket for DelayedSocket {
