@@ -228,44 +228,24 @@ impl Shared {
             stream: a.id.stream.clone(),
             seq: a.id.seq,
         };
-        let deadline = Instant::now() + BUSY_DEADLINE;
         // A nearer peer pulling the same segment from afar: join its pull.
         let leader = self
             .core
             .lock()
             .expect("poisoned")
             .relay_leader(&a.id, Instant::now());
-        let mut through_leader = None;
-        if let Some((peer, wait)) = leader {
-            tokio::time::sleep(wait).await;
-            through_leader = self
-                .pull_verified(&[peer], &request, a.size, a.hash, &a.id.to_string())
-                .await
-                .ok();
-        }
-        let (bytes, from) = if let Some(found) = through_leader {
-            found
-        } else {
-            loop {
-                let holders = self
-                    .core
-                    .lock()
-                    .expect("poisoned")
-                    .holders(&a.id, Instant::now());
-                if holders.is_empty() {
-                    return Err(FetchError::NoHolder);
-                }
-                match self
-                    .pull_verified(&holders, &request, a.size, a.hash, &a.id.to_string())
+        let through_leader = match leader {
+            Some((peer, wait)) => {
+                tokio::time::sleep(wait).await;
+                self.pull_verified(&[peer], &request, a.size, a.hash, &a.id.to_string())
                     .await
-                {
-                    Ok(found) => break found,
-                    Err(FetchError::AllBusy) if Instant::now() < deadline => {
-                        tokio::time::sleep(BUSY_PAUSE).await;
-                    }
-                    Err(e) => return Err(e),
-                }
+                    .ok()
             }
+            None => None,
+        };
+        let (bytes, from) = match through_leader {
+            Some(found) => found,
+            None => self.pull_from_holders(&a, &request).await?,
         };
         self.store
             .lock()
@@ -287,6 +267,35 @@ impl Shared {
             tokio::spawn(async move { me.init(&stream, init.hash).await });
         }
         Ok(bytes)
+    }
+
+    /// Pulls a segment from its holders, nearest first; while all are busy, tries again
+    /// until [`BUSY_DEADLINE`].
+    async fn pull_from_holders(
+        &self,
+        a: &Announcement,
+        request: &Request,
+    ) -> Result<(Bytes, PeerId), FetchError> {
+        let deadline = Instant::now() + BUSY_DEADLINE;
+        loop {
+            let holders = self
+                .core
+                .lock()
+                .expect("poisoned")
+                .holders(&a.id, Instant::now());
+            if holders.is_empty() {
+                return Err(FetchError::NoHolder);
+            }
+            match self
+                .pull_verified(&holders, request, a.size, a.hash, &a.id.to_string())
+                .await
+            {
+                Err(FetchError::AllBusy) if Instant::now() < deadline => {
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     async fn pull_init(
