@@ -34,6 +34,9 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// hls.js `liveSyncDurationCount` 3); older segments are pulled when asked for, so a new
 /// holder does not pull a whole playlist from its peers in one burst.
 pub const PREFETCH_DEPTH: u64 = 3;
+/// Most peers a node probes over the data plane to learn their RTT (others are ranked
+/// by ping until a pull measures them).
+pub const MAX_PROBED: usize = 32;
 /// Holders nearer than this are pulled from directly (see [`Core::relay_leader`]).
 pub const NEAR_ENOUGH: Duration = Duration::from_millis(10);
 /// The longest a node lets a nearer peer start pulling a segment before asking it.
@@ -265,7 +268,12 @@ impl Core {
                 // interval.
                 self.status_dirty = true;
                 self.settle_credits(from, now);
-                self.actions.push_back(Action::Probe(from));
+                // Measure the media path's RTT, up to a bound: a node does not keep a
+                // connection to every peer of a large mesh.
+                let measured = self.peers.known().filter(|(_, p)| p.data_rtt.is_some());
+                if measured.count() < MAX_PROBED {
+                    self.actions.push_back(Action::Probe(from));
+                }
                 // Prefetches that found no known holder before this peer's first status
                 // get another chance now.
                 self.prefetch_missing();

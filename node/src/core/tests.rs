@@ -343,6 +343,15 @@ fn the_data_planes_rtt_ranks_a_peer_over_the_pings() {
         .filter(|a| matches!(a, Action::Probe(_)))
         .collect();
     assert_eq!(probes, vec![Action::Probe(peer(1)), Action::Probe(peer(2))]);
+    // Up to a bound: with MAX_PROBED peers measured, a newcomer is ranked by ping.
+    let mut big = Core::new(peer(0), Config::default());
+    for n in 1..=MAX_PROBED as u8 {
+        big.handle_status(peer(n), status_holding(1, "s", 0, 9), t0);
+        big.handle_data_rtt(peer(n), Duration::from_millis(5), t0);
+    }
+    drain(&mut big);
+    big.handle_status(peer(200), status_holding(1, "s", 0, 9), t0);
+    assert!(!drain(&mut big).contains(&Action::Probe(peer(200))));
     core.handle_announcement(announcement_by(1, "s", 5, None), t0)
         .unwrap();
     // By ping, 1 is nearer; the media path says 2 is.
