@@ -27,6 +27,20 @@ fn with_capacity(tag: &str, capacity: u64, reserve: u64) -> NodeConfig {
     c
 }
 
+/// Two nodes that know each other (each has the other's status), and their HTTP
+/// addresses.
+async fn pair(a: NodeConfig, b: NodeConfig) -> (Vec<shoal_node::Node>, SocketAddr, SocketAddr) {
+    let nodes = mesh(vec![a, b]).await.unwrap();
+    let (a, b) = (nodes[0].http_addr(), nodes[1].http_addr());
+    wait_known(a, &[&nodes[1].peer_id().to_string()])
+        .await
+        .unwrap();
+    wait_known(b, &[&nodes[0].peer_id().to_string()])
+        .await
+        .unwrap();
+    (nodes, a, b)
+}
+
 async fn playlist(addr: SocketAddr, query: &str) -> Response {
     http::get(addr, &format!("/live/live/index.m3u8?{query}"), &[])
         .await
@@ -95,16 +109,11 @@ async fn a_full_node_redirects_to_a_peer_with_headroom_then_refuses() {
     init_logging();
     // Budgets: A and B take two viewers each. B: 2 x 1.64 <= 4 < 3 x 1.64. A ingests,
     // so one copy of the stream is kept for the mesh: 2 x 1.64 <= 6 - 1.64 < 3 x 1.64.
-    let nodes = mesh(vec![
+    let (nodes, a, b) = pair(
         with_capacity("bal-a", 6 * MBIT, 0),
         with_capacity("bal-b", 4 * MBIT, 0),
-    ])
-    .await
-    .unwrap();
-    let (a, b) = (nodes[0].http_addr(), nodes[1].http_addr());
-    wait_known(a, &[&nodes[1].peer_id().to_string()])
-        .await
-        .unwrap();
+    )
+    .await;
     for seq in 0..4 {
         push_segment(a, "live", seq).await;
     }
@@ -280,20 +289,13 @@ async fn ingest_goes_on_while_viewers_fill_the_nodes_capacity() {
     init_logging();
     // A: 4 Mbit, one 1.64 Mbit copy of its ingest kept for the mesh (more than the 20%
     // reserve): a 2.36 Mbit viewer budget takes one 1.64 Mbit viewer.
-    let nodes = mesh(vec![
+    // Each knows the other: B must know A as a holder for its viewers' prefetches to
+    // start at once.
+    let (nodes, a, b) = pair(
         with_capacity("fill-a", 4 * MBIT, 4 * MBIT / 5),
         config("fill-b"),
-    ])
-    .await
-    .unwrap();
-    let (a, b) = (nodes[0].http_addr(), nodes[1].http_addr());
-    wait_known(a, &[&nodes[1].peer_id().to_string()])
-        .await
-        .unwrap();
-    // B must know A as a holder for its viewers' prefetches to start at once.
-    wait_known(b, &[&nodes[0].peer_id().to_string()])
-        .await
-        .unwrap();
+    )
+    .await;
     push_segment(a, "live", 0).await;
     push_segment(a, "live", 1).await;
     wait_bitrate(a, 1).await;
