@@ -34,6 +34,11 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// hls.js `liveSyncDurationCount` 3); older segments are pulled when asked for, so a new
 /// holder does not pull a whole playlist from its peers in one burst.
 pub const PREFETCH_DEPTH: u64 = 3;
+/// True if segment `seq` is among the [`PREFETCH_DEPTH`] newest up to `newest`.
+fn near_edge(seq: u64, newest: u64) -> bool {
+    seq + PREFETCH_DEPTH > newest
+}
+
 /// Most peers a node probes over the data plane to learn their RTT (others are ranked
 /// by ping until a pull measures them).
 pub const MAX_PROBED: usize = 32;
@@ -332,20 +337,19 @@ impl Core {
     ) -> Result<(), Rejected> {
         let signer = announcement.signer;
         let id = announcement.value.id.clone();
-        let gap = self.add_announcement(announcement)?;
-        self.note_newest(&id, now);
+        let gap = self.add_announcement(announcement, now)?;
         if gap && signer != self.me {
             self.sync(id.stream.clone(), signer, now);
         }
         let held = self.is_held(&id);
         // Players start near the live edge: older segments of a manifest are not worth
         // pulling ahead of a request.
-        let near_edge = self
+        let near = self
             .streams
             .get(&id.stream)
             .and_then(|s| s.newest())
-            .is_some_and(|n| id.seq + PREFETCH_DEPTH > n);
-        if self.is_watched(&id.stream) && !held && near_edge {
+            .is_some_and(|n| near_edge(id.seq, n));
+        if self.is_watched(&id.stream) && !held && near {
             self.actions.push_back(Action::Prefetch(id));
         }
         Ok(())
@@ -362,7 +366,7 @@ impl Core {
                 let newest = s.newest().unwrap_or(0);
                 s.entries
                     .iter()
-                    .filter(move |(seq, e)| e.held.is_none() && **seq + PREFETCH_DEPTH > newest)
+                    .filter(move |(seq, e)| e.held.is_none() && near_edge(**seq, newest))
                     .map(|(seq, _)| segment::Id {
                         stream: s.name.clone(),
                         seq: *seq,
@@ -380,8 +384,7 @@ impl Core {
         now: Instant,
     ) -> Result<(), Rejected> {
         let id = announcement.value.id.clone();
-        self.add_announcement(announcement)?;
-        self.note_newest(&id, now);
+        self.add_announcement(announcement, now)?;
         let stream = self.streams.get_mut(&id.stream).expect("just added");
         stream.ingest_here = true;
         stream.mark_held(id.seq, Source::Ingest, now);
@@ -551,7 +554,11 @@ impl Core {
         self.peers.on_busy(peer, self.config.busy_backoff, now);
     }
 
-    fn add_announcement(&mut self, announcement: Verified<Announcement>) -> Result<bool, Rejected> {
+    fn add_announcement(
+        &mut self,
+        announcement: Verified<Announcement>,
+        now: Instant,
+    ) -> Result<bool, Rejected> {
         let a = &announcement.value;
         if a.size > self.config.max_segment_size {
             return Err(Rejected::TooLarge(a.size));
@@ -560,12 +567,15 @@ impl Core {
         {
             return Err(Rejected::TooManyStreams);
         }
-        let name = a.id.stream.clone();
+        let (name, seq) = (a.id.stream.clone(), a.id.seq);
         let stream = self
             .streams
             .entry(name.clone())
             .or_insert_with(|| StreamState::new(name.clone()));
         let (added, evicted) = stream.add(announcement, self.config.window);
+        if matches!(added, Added::New { .. }) && stream.newest() == Some(seq) {
+            stream.newest_at = Some(now);
+        }
         for seq in evicted.segments {
             self.actions.push_back(Action::Evict(segment::Id {
                 stream: name.clone(),
@@ -738,14 +748,6 @@ impl Core {
             Some((claim.since, *id))
         });
         mine.into_iter().chain(theirs).min().map(|(_, id)| id)
-    }
-
-    fn note_newest(&mut self, id: &segment::Id, now: Instant) {
-        if let Some(s) = self.streams.get_mut(&id.stream)
-            && s.newest() == Some(id.seq)
-        {
-            s.newest_at = Some(now);
-        }
     }
 
     /// True if `stream` has segments but none new for twice its last segment's duration

@@ -155,7 +155,7 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
         while let Some(e) = events.next_if(|e| t0.elapsed().as_secs_f64() >= e.at_s) {
             let at = t0.elapsed().as_secs_f64();
             if let Some(node) = e.kill {
-                encoders.retain(|enc| enc.node != node || !enc.stop());
+                stop_encoders(&mut encoders, |enc| enc.node == node);
                 picker.remove(node);
                 cluster.kill(node).await;
                 log.push(json!({"at_s": e.at_s, "event": format!("kill node{node}")}));
@@ -164,14 +164,7 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
             if let Some(node) = e.restart.or(e.join) {
                 let restart = e.restart.is_some();
                 // A restarted ingest node's encoder reconnects once it is back.
-                let mut reconnect = Vec::new();
-                encoders.retain(|enc| {
-                    let here = enc.node == node && enc.stop();
-                    if here {
-                        reconnect.push(enc.stream.clone());
-                    }
-                    !here
-                });
+                let reconnect = stop_encoders(&mut encoders, |enc| enc.node == node);
                 picker.remove(node);
                 cluster.kill(node).await;
                 let addr = {
@@ -180,15 +173,15 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
                     n.http_addr()
                 };
                 picker.add(node, addr);
-                for stream in reconnect {
-                    encoders.push(Encoder::start(node, addr, stream, key, Duration::ZERO));
+                for enc in reconnect {
+                    encoders.push(Encoder::start(node, addr, enc.stream, key, Duration::ZERO));
                 }
                 let what = if restart { "restart" } else { "join" };
                 log.push(json!({"at_s": e.at_s, "event": format!("{what} node{node}")}));
                 eprintln!("[{at:>5.1}s] {what} node{node}");
             }
             if let (Some(stream), Some(to)) = (&e.move_ingest, e.to) {
-                encoders.retain(|enc| &enc.stream != stream || !enc.stop());
+                stop_encoders(&mut encoders, |enc| &enc.stream == stream);
                 if let Some(n) = cluster.node(to) {
                     let addr = n.http_addr();
                     encoders.push(Encoder::start(
@@ -234,9 +227,7 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
         let _ = d.await;
     }
     let nodes_table = table::Table::new().render(&cluster.indexed());
-    for enc in &encoders {
-        enc.stop();
-    }
+    stop_encoders(&mut encoders, |_| true);
     let report = json!({
         "balancer": balancer.name(),
         "events": log,
@@ -266,12 +257,16 @@ impl Encoder {
         });
         Self { node, stream, task }
     }
+}
 
-    /// Stops it; true (so it can be used in `retain`).
-    fn stop(&self) -> bool {
-        self.task.abort();
-        true
+/// Stops the encoders `which` selects and takes them out of `encoders`; returns them.
+fn stop_encoders(encoders: &mut Vec<Encoder>, which: impl Fn(&Encoder) -> bool) -> Vec<Encoder> {
+    let (stopped, kept): (Vec<Encoder>, Vec<Encoder>) = encoders.drain(..).partition(&which);
+    *encoders = kept;
+    for enc in &stopped {
+        enc.task.abort();
     }
+    stopped
 }
 
 /// Encoders: one playout per ingest node; a redundant one starts a second later, so the
