@@ -47,6 +47,17 @@ async fn playlist(addr: SocketAddr, query: &str) -> Response {
         .unwrap()
 }
 
+/// Fetches the first segment a playlist response lists, as a player does (its URI
+/// carries the session).
+async fn fetch_first(addr: SocketAddr, playlist: &Response) {
+    let listed = media_playlist(&playlist.text()).unwrap();
+    let uri = &listed.entries[0].uri;
+    let r = http::get(addr, &format!("/live/live/{uri}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+}
+
 /// Follows a redirect's Location (an absolute http:// URL on 127.0.0.1).
 async fn follow(r: &Response) -> (SocketAddr, Response) {
     let location = r.header("location").expect("a Location header");
@@ -141,6 +152,7 @@ async fn a_full_node_redirects_to_a_peer_with_headroom_then_refuses() {
     for v in ["v1", "v2"] {
         let r = playlist(a, &format!("sid={v}")).await;
         assert_eq!(r.status, 200, "{v}: {}", r.text());
+        fetch_first(a, &r).await;
     }
     // A is full: the third viewer is sent to B, marked, with its session kept.
     let r = playlist(a, "sid=v3").await;
@@ -155,6 +167,7 @@ async fn a_full_node_redirects_to_a_peer_with_headroom_then_refuses() {
     assert_eq!(served.status, 200, "{}", served.text());
     let listed = media_playlist(&served.text()).unwrap();
     assert!(!listed.entries.is_empty());
+    fetch_first(b, &served).await;
     // Let B's status count that viewer (A charges B for it until then).
     let b_id = nodes[1].peer_id().to_string();
     wait_for("A to see B's viewer", Duration::from_secs(10), || async {
@@ -172,7 +185,9 @@ async fn a_full_node_redirects_to_a_peer_with_headroom_then_refuses() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = playlist(a, "sid=v4").await;
     assert_eq!(r.status, 302);
-    assert_eq!(follow(&r).await.1.status, 200);
+    let (at, served) = follow(&r).await;
+    assert_eq!(served.status, 200);
+    fetch_first(at, &served).await;
 
     // Nobody has room: A refuses with Retry-After rather than redirect to a full B, and
     // B refuses a redirected viewer rather than bounce it on.

@@ -44,6 +44,10 @@ pub struct NodeConfig {
     pub data_delay: Option<crate::data::delay::DataDelay>,
     /// Emulated latency on the control plane, by sending peer (the simulator's regions).
     pub control_delay: Option<crate::control::PeerDelay>,
+    /// Bounds on HTTP connections.
+    pub connections: crate::http::conns::Limits,
+    /// Bounds on ingest state.
+    pub ingest_limits: crate::ingest::Limits,
 }
 
 impl NodeConfig {
@@ -70,6 +74,8 @@ impl NodeConfig {
             faults: Faults::default(),
             data_delay: None,
             control_delay: None,
+            connections: crate::http::conns::Limits::default(),
+            ingest_limits: crate::ingest::Limits::default(),
         }
     }
 }
@@ -144,6 +150,24 @@ pub struct RunArgs {
     /// URL the /watch player page loads hls.js from [default: jsdelivr CDN].
     #[arg(long, env = "SHOAL_HLS_JS_URL")]
     pub hls_js_url: Option<String>,
+    /// Most HTTP connections open at once; past it idle ones give way to new ones
+    /// [default: 32768, at most the open-file limit allows].
+    #[arg(long, env = "SHOAL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most HTTP connections from one client address [default: 4096].
+    #[arg(long, env = "SHOAL_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds after which a stream with no ingest activity and no viewers is forgotten
+    /// here, freeing its name [default: 30].
+    #[arg(long, env = "SHOAL_INGEST_FORGET")]
+    pub ingest_forget: Option<u64>,
+    /// Bytes of uploaded files not yet listed by a playlist, per stream
+    /// [default: 2 x max segment size, at least 64 MiB].
+    #[arg(long, env = "SHOAL_INGEST_PENDING_BYTES")]
+    pub ingest_pending_bytes: Option<u64>,
+    /// Bytes of uploaded files not yet listed, over all streams [default: 512 MiB].
+    #[arg(long, env = "SHOAL_INGEST_PENDING_TOTAL")]
+    pub ingest_pending_total: Option<u64>,
     /// Test only: corrupt every segment served to peers.
     #[arg(long, hide = true)]
     pub fault_corrupt_egress: bool,
@@ -174,6 +198,11 @@ struct FileConfig {
     cpu_limit: Option<u16>,
     admin_token: Option<String>,
     drain_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    ingest_forget: Option<u64>,
+    ingest_pending_bytes: Option<u64>,
+    ingest_pending_total: Option<u64>,
 }
 
 fn multiaddrs(list: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
@@ -223,7 +252,7 @@ impl RunArgs {
         };
         let cpu_limit = self.cpu_limit.or(file.cpu_limit).unwrap_or(90);
         anyhow::ensure!(cpu_limit <= 100, "cpu_limit must be a percentage (0-100)");
-        let core = core::Config {
+        let mut core = core::Config {
             egress_capacity_bps: capacity,
             ingest_reserve_bps: reserve.of(capacity),
             cpu_limit_permille: cpu_limit * 10,
@@ -259,6 +288,37 @@ impl RunArgs {
             core.playlist_len,
             core.window
         );
+        let conn_defaults = crate::http::conns::Limits::default();
+        let connections = crate::http::conns::Limits {
+            max: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(conn_defaults.max)
+                .max(1),
+            per_addr: self
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(conn_defaults.per_addr)
+                .max(1),
+            ..conn_defaults
+        };
+        let ingest_defaults = crate::ingest::Limits::for_segment_size(core.max_segment_size);
+        let ingest_limits = crate::ingest::Limits {
+            forget_after: self
+                .ingest_forget
+                .or(file.ingest_forget)
+                .map_or(ingest_defaults.forget_after, Duration::from_secs),
+            pending_bytes: self
+                .ingest_pending_bytes
+                .or(file.ingest_pending_bytes)
+                .unwrap_or(ingest_defaults.pending_bytes),
+            pending_total: self
+                .ingest_pending_total
+                .or(file.ingest_pending_total)
+                .unwrap_or(ingest_defaults.pending_total),
+            ..ingest_defaults
+        };
+        core.stream_forget = ingest_limits.forget_after;
         let mut p2p = first_nonempty(self.p2p, multiaddrs(&file.p2p)?);
         if p2p.is_empty() {
             p2p.push("/ip4/0.0.0.0/udp/4001/quic-v1".parse()?);
@@ -298,6 +358,8 @@ impl RunArgs {
             },
             data_delay: None,
             control_delay: None,
+            connections,
+            ingest_limits,
         })
     }
 }

@@ -6,11 +6,17 @@ use std::fmt::Write;
 /// Longest file name accepted in an encoder's playlist or an ingest URL.
 pub const MAX_FILE_NAME: usize = 128;
 
+/// Longest segment duration accepted from an encoder, in seconds. Players wait a target
+/// duration between reloads; HLS encoders use 1-10 s segments.
+pub const MAX_SEGMENT_SECS: f64 = 60.0;
+
 /// One media segment listed in a media playlist.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaEntry {
     /// File name (last path component of the URI).
     pub file: String,
+    /// The URI as listed (with any query string, e.g. a viewer session).
+    pub uri: String,
     /// `#EXTINF` duration in milliseconds.
     pub duration_ms: u32,
     /// `#EXT-X-DISCONTINUITY` came before it.
@@ -90,7 +96,7 @@ pub fn parse_media_playlist(bytes: &[u8]) -> Result<MediaPlaylist, PlaylistError
             let d: f64 = secs
                 .parse()
                 .map_err(|_| PlaylistError::BadDuration(secs.into()))?;
-            if !(0.0..=3600.0).contains(&d) {
+            if !(d > 0.0 && d <= MAX_SEGMENT_SECS) {
                 return Err(PlaylistError::BadDuration(secs.into()));
             }
             pending = Some((d * 1000.0).round() as u32);
@@ -114,6 +120,7 @@ pub fn parse_media_playlist(bytes: &[u8]) -> Result<MediaPlaylist, PlaylistError
         } else if let Some(duration_ms) = pending.take() {
             out.entries.push(MediaEntry {
                 file: file_of(line)?,
+                uri: line.to_string(),
                 duration_ms,
                 discontinuity: std::mem::take(&mut discontinuity),
                 init: init.clone(),
@@ -156,8 +163,11 @@ pub fn init_file(hash: &shoal_protocol::content::ContentId) -> String {
 }
 
 /// Renders the live media playlist for `segments` (contiguous, oldest first). Every node
-/// renders the same text for the same segments, so a viewer can move between nodes.
-pub fn render_live(segments: &[&Announcement], ended: bool) -> String {
+/// renders the same media sequence for the same segments, so a viewer can move between
+/// nodes. With a session id, segment and init URLs carry it (`?sid=`): relative URLs
+/// lose the playlist's own query string.
+pub fn render_live(segments: &[&Announcement], ended: bool, sid: Option<&str>) -> String {
+    let suffix = sid.map(|s| format!("?sid={s}")).unwrap_or_default();
     let target = segments
         .iter()
         .map(|a| a.duration_ms.div_ceil(1000))
@@ -183,11 +193,11 @@ pub fn render_live(segments: &[&Announcement], ended: bool) -> String {
             && a.init != init
         {
             init = a.init;
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_file(&map.hash));
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}{suffix}\"", init_file(&map.hash));
         }
         let _ = writeln!(
             out,
-            "#EXTINF:{}.{:03},\n{}",
+            "#EXTINF:{}.{:03},\n{}{suffix}",
             a.duration_ms / 1000,
             a.duration_ms % 1000,
             segment_file(a)

@@ -9,7 +9,9 @@
 use bytes::Bytes;
 use shoal_protocol::content::ContentId;
 use shoal_protocol::segment::{Container, InitRef, Seq};
+use shoal_protocol::stream;
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::hls::MediaPlaylist;
 
@@ -19,6 +21,153 @@ pub const MAX_PENDING: usize = 16;
 /// Announced file names remembered, so re-listing them in the sliding playlist does not
 /// announce them twice. Larger than any sane `-hls_list_size`.
 const REMEMBERED: usize = 256;
+
+/// Most streams one node ingests at once.
+pub const MAX_STREAMS: usize = 256;
+
+/// Bounds on what encoders may leave in a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A stream with no ingest activity for this long is forgotten (its claim lapsed
+    /// long before), freeing its name.
+    pub forget_after: Duration,
+    /// An uploaded file that no playlist lists within this long is dropped (an encoder
+    /// lists a segment right after uploading it; an fMP4 init with the first segment).
+    pub unlisted_ttl: Duration,
+    /// Bytes waiting for a playlist, per stream.
+    pub pending_bytes: u64,
+    /// Bytes waiting for a playlist, over all streams.
+    pub pending_total: u64,
+}
+
+impl Limits {
+    /// Defaults for segments of at most `max_segment` bytes: two such segments in flight
+    /// per stream (at least 64 MiB), 512 MiB in all (at least one stream's worth).
+    pub fn for_segment_size(max_segment: u64) -> Self {
+        let pending_bytes = (2 * max_segment).max(64 << 20);
+        Self {
+            forget_after: Duration::from_secs(30),
+            unlisted_ttl: Duration::from_secs(30),
+            pending_bytes,
+            pending_total: pending_bytes.max(512 << 20),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::for_segment_size(64 << 20)
+    }
+}
+
+/// Why an upload was not kept.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// This node ingests as many streams as it may.
+    #[error("too many ingest streams on this node")]
+    TooManyStreams,
+    /// The stream's files waiting for a playlist would exceed its budget.
+    #[error("uploads not yet listed by a playlist exceed {0} bytes for this stream")]
+    StreamBudget(u64),
+    /// All streams' files waiting for a playlist would exceed the node's budget.
+    #[error("uploads not yet listed by a playlist exceed {0} bytes on this node")]
+    NodeBudget(u64),
+}
+
+/// The ingest state of every stream pushed into this node.
+#[derive(Debug, Default)]
+pub struct Ingests {
+    limits: Limits,
+    streams: HashMap<stream::Name, (Assembler, Instant)>,
+}
+
+impl Ingests {
+    /// Empty, with these bounds.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            streams: HashMap::new(),
+        }
+    }
+
+    /// The assembler of `name`, created if there is room; marks ingest activity.
+    pub fn stream(&mut self, name: &stream::Name, now: Instant) -> Result<&mut Assembler, Refused> {
+        if !self.streams.contains_key(name) && self.streams.len() >= MAX_STREAMS {
+            return Err(Refused::TooManyStreams);
+        }
+        let (assembler, last) = self
+            .streams
+            .entry(name.clone())
+            .or_insert_with(|| (Assembler::default(), now));
+        *last = now;
+        Ok(assembler)
+    }
+
+    /// The assembler of `name`, if it exists.
+    pub fn get_mut(&mut self, name: &stream::Name) -> Option<&mut Assembler> {
+        self.streams.get_mut(name).map(|(a, _)| a)
+    }
+
+    /// Receives a file for `name`, within the byte budgets. Returns the name of a file
+    /// dropped to make room.
+    pub fn put(
+        &mut self,
+        name: &stream::Name,
+        file: String,
+        bytes: Bytes,
+        now: Instant,
+    ) -> Result<Option<String>, Refused> {
+        let total = self.pending_bytes();
+        let limits = self.limits;
+        let assembler = self.stream(name, now)?;
+        let replaced = assembler
+            .pending
+            .get(&file)
+            .map_or(0, |(b, _)| b.len() as u64);
+        let len = bytes.len() as u64;
+        if assembler.pending_bytes() as u64 - replaced + len > limits.pending_bytes {
+            return Err(Refused::StreamBudget(limits.pending_bytes));
+        }
+        if total - replaced + len > limits.pending_total {
+            return Err(Refused::NodeBudget(limits.pending_total));
+        }
+        Ok(assembler.put(file, bytes, now))
+    }
+
+    /// Drops files unlisted for too long and forgets streams idle for too long. Returns
+    /// the streams forgotten.
+    pub fn expire(&mut self, now: Instant) -> Vec<stream::Name> {
+        let limits = self.limits;
+        let mut forgotten = Vec::new();
+        self.streams.retain(|name, (assembler, last)| {
+            assembler.expire(limits.unlisted_ttl, now);
+            let keep = now.saturating_duration_since(*last) <= limits.forget_after;
+            if !keep {
+                forgotten.push(name.clone());
+            }
+            keep
+        });
+        forgotten
+    }
+
+    /// Bytes waiting for a playlist, over all streams.
+    pub fn pending_bytes(&self) -> u64 {
+        self.streams
+            .values()
+            .map(|(a, _)| a.pending_bytes() as u64)
+            .sum()
+    }
+
+    /// Streams with ingest state here.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// True if no stream has ingest state here.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+}
 
 /// A segment ready to be announced.
 #[derive(Debug, Clone)]
@@ -51,7 +200,8 @@ pub struct Assembled {
 /// The ingest state of one stream on this node.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    pending: HashMap<String, Bytes>,
+    /// Uploaded files waiting for a playlist, with when they arrived.
+    pending: HashMap<String, (Bytes, Instant)>,
     order: VecDeque<String>,
     inits: HashMap<String, (InitRef, Bytes)>,
     announced: VecDeque<String>,
@@ -72,7 +222,7 @@ pub fn container_of(file: &str) -> Option<Container> {
 
 impl Assembler {
     /// Receives a file (segment or init). Returns the name of a file dropped to make room.
-    pub fn put(&mut self, file: String, bytes: Bytes) -> Option<String> {
+    pub fn put(&mut self, file: String, bytes: Bytes, now: Instant) -> Option<String> {
         if let Some(i) = self.announced.iter().position(|f| f == &file) {
             // The encoder reuses a name it used before: it restarted. What follows is new
             // media, after a discontinuity.
@@ -80,7 +230,7 @@ impl Assembler {
             self.restarted = true;
         }
         self.inits.remove(&file);
-        if self.pending.insert(file.clone(), bytes).is_none() {
+        if self.pending.insert(file.clone(), (bytes, now)).is_none() {
             self.order.push_back(file);
         }
         if self.order.len() > MAX_PENDING {
@@ -122,7 +272,7 @@ impl Assembler {
                 },
                 None => None,
             };
-            let bytes = self.pending.remove(&entry.file).expect("checked");
+            let (bytes, _) = self.pending.remove(&entry.file).expect("checked");
             self.order.retain(|f| f != &entry.file);
             let seq = next;
             next += 1;
@@ -141,13 +291,36 @@ impl Assembler {
             });
         }
         if out.ended {
-            out.ended = self.pending.is_empty() || out.ready.is_empty();
+            // The stream ends once every file the last playlist lists went out; files it
+            // never listed are strays and do not hold the end back.
+            out.ended = playlist
+                .entries
+                .iter()
+                .all(|e| !self.pending.contains_key(&e.file));
+            if out.ended {
+                self.pending.clear();
+                self.order.clear();
+            }
         }
         out
     }
 
+    /// Drops files that waited for a playlist for longer than `ttl`.
+    pub fn expire(&mut self, ttl: Duration, now: Instant) {
+        let before = self.pending.len();
+        self.pending
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) <= ttl);
+        if self.pending.len() != before {
+            let pending = &self.pending;
+            self.order.retain(|f| pending.contains_key(f));
+        }
+        if self.pending.is_empty() {
+            self.pending.shrink_to_fit();
+        }
+    }
+
     fn init(&mut self, name: &str) -> Option<(InitRef, Bytes)> {
-        if let Some(bytes) = self.pending.remove(name) {
+        if let Some((bytes, _)) = self.pending.remove(name) {
             self.order.retain(|f| f != name);
             let r = InitRef {
                 hash: ContentId::of(&bytes),
@@ -160,7 +333,7 @@ impl Assembler {
 
     /// Bytes waiting in this assembler.
     pub fn pending_bytes(&self) -> usize {
-        self.pending.values().map(Bytes::len).sum()
+        self.pending.values().map(|(b, _)| b.len()).sum()
     }
 }
 
@@ -176,12 +349,20 @@ mod tests {
     #[test]
     fn segments_wait_for_the_playlist_and_are_numbered_once() {
         let mut a = Assembler::default();
-        a.put("index0.ts".into(), Bytes::from_static(b"zero"));
+        a.put(
+            "index0.ts".into(),
+            Bytes::from_static(b"zero"),
+            Instant::now(),
+        );
         let out = a.on_playlist(&playlist("#EXTM3U\n#EXTINF:2.0,\nindex0.ts\n"), 0);
         assert_eq!(out.ready.len(), 1);
         assert_eq!(out.ready[0].seq, 0);
         assert_eq!(out.ready[0].container, Container::Ts);
-        a.put("index1.ts".into(), Bytes::from_static(b"one"));
+        a.put(
+            "index1.ts".into(),
+            Bytes::from_static(b"one"),
+            Instant::now(),
+        );
         // The node passes the mesh's newest + 1.
         let out = a.on_playlist(
             &playlist("#EXTM3U\n#EXTINF:2.0,\nindex0.ts\n#EXTINF:2.0,\nindex1.ts\n"),
@@ -195,7 +376,11 @@ mod tests {
     #[test]
     fn continues_the_mesh_numbering() {
         let mut a = Assembler::default();
-        a.put("index0.ts".into(), Bytes::from_static(b"zero"));
+        a.put(
+            "index0.ts".into(),
+            Bytes::from_static(b"zero"),
+            Instant::now(),
+        );
         let out = a.on_playlist(&playlist("#EXTM3U\n#EXTINF:2.0,\nindex0.ts\n"), 41);
         assert_eq!(out.ready[0].seq, 41);
     }
@@ -204,15 +389,27 @@ mod tests {
     fn fmp4_waits_for_its_init() {
         let mut a = Assembler::default();
         let text = "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:2.0,\nindex0.m4s\n";
-        a.put("index0.m4s".into(), Bytes::from_static(b"media"));
+        a.put(
+            "index0.m4s".into(),
+            Bytes::from_static(b"media"),
+            Instant::now(),
+        );
         assert!(a.on_playlist(&playlist(text), 0).ready.is_empty());
-        a.put("init.mp4".into(), Bytes::from_static(b"init"));
+        a.put(
+            "init.mp4".into(),
+            Bytes::from_static(b"init"),
+            Instant::now(),
+        );
         let out = a.on_playlist(&playlist(text), 0);
         let (init, bytes) = out.ready[0].init.clone().unwrap();
         assert_eq!(init.hash, ContentId::of(b"init"));
         assert_eq!(&bytes[..], b"init");
         // The init stays available for later segments.
-        a.put("index1.m4s".into(), Bytes::from_static(b"media1"));
+        a.put(
+            "index1.m4s".into(),
+            Bytes::from_static(b"media1"),
+            Instant::now(),
+        );
         let text2 = "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:2.0,\nindex1.m4s\n";
         assert!(a.on_playlist(&playlist(text2), 0).ready[0].init.is_some());
     }
@@ -221,9 +418,9 @@ mod tests {
     fn encoder_restart_is_a_discontinuity() {
         let mut a = Assembler::default();
         let text = "#EXTM3U\n#EXTINF:2.0,\nindex0.ts\n";
-        a.put("index0.ts".into(), Bytes::from_static(b"a"));
+        a.put("index0.ts".into(), Bytes::from_static(b"a"), Instant::now());
         a.on_playlist(&playlist(text), 0);
-        a.put("index0.ts".into(), Bytes::from_static(b"b"));
+        a.put("index0.ts".into(), Bytes::from_static(b"b"), Instant::now());
         let out = a.on_playlist(&playlist(text), 1);
         assert_eq!(out.ready[0].seq, 1);
         assert!(out.ready[0].discontinuity);
@@ -233,10 +430,11 @@ mod tests {
     fn pending_is_bounded_and_deletes_free() {
         let mut a = Assembler::default();
         for i in 0..MAX_PENDING {
-            assert_eq!(a.put(format!("{i}.ts"), Bytes::from_static(b"x")), None);
+            let put = a.put(format!("{i}.ts"), Bytes::from_static(b"x"), Instant::now());
+            assert_eq!(put, None);
         }
         assert_eq!(
-            a.put("late.ts".into(), Bytes::from_static(b"x")),
+            a.put("late.ts".into(), Bytes::from_static(b"x"), Instant::now()),
             Some("0.ts".into())
         );
         a.delete("1.ts");
@@ -244,9 +442,71 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_file_does_not_hold_the_end_back_and_unlisted_files_expire() {
+        let mut a = Assembler::default();
+        let t0 = Instant::now();
+        a.put("stray.ts".into(), Bytes::from_static(b"s"), t0);
+        a.put("index0.ts".into(), Bytes::from_static(b"a"), t0);
+        let out = a.on_playlist(
+            &playlist("#EXTM3U\n#EXTINF:2.0,\nindex0.ts\n#EXT-X-ENDLIST\n"),
+            0,
+        );
+        assert!(out.ended);
+        assert_eq!(a.pending_bytes(), 0);
+        a.put("late.ts".into(), Bytes::from_static(b"late"), t0);
+        a.expire(Duration::from_secs(30), t0 + Duration::from_secs(10));
+        assert_eq!(a.pending_bytes(), 4);
+        a.expire(Duration::from_secs(30), t0 + Duration::from_secs(31));
+        assert_eq!(a.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn budgets_and_forgetting() {
+        let limits = Limits {
+            forget_after: Duration::from_secs(30),
+            unlisted_ttl: Duration::from_secs(30),
+            pending_bytes: 10,
+            pending_total: 15,
+        };
+        let mut ingests = Ingests::new(limits);
+        let t0 = Instant::now();
+        let (s1, s2) = (
+            stream::Name::new("a").unwrap(),
+            stream::Name::new("b").unwrap(),
+        );
+        let bytes = |n: usize| Bytes::from(vec![0u8; n]);
+        assert_eq!(ingests.put(&s1, "0.ts".into(), bytes(8), t0), Ok(None));
+        assert_eq!(
+            ingests.put(&s1, "1.ts".into(), bytes(8), t0),
+            Err(Refused::StreamBudget(10))
+        );
+        // Replacing a file counts its new size only.
+        assert_eq!(ingests.put(&s1, "0.ts".into(), bytes(9), t0), Ok(None));
+        assert_eq!(
+            ingests.put(&s2, "0.ts".into(), bytes(7), t0),
+            Err(Refused::NodeBudget(15))
+        );
+        assert_eq!(ingests.pending_bytes(), 9);
+        for i in 0..(MAX_STREAMS - 2) {
+            let name = stream::Name::new(format!("s{i}")).unwrap();
+            ingests.stream(&name, t0).unwrap();
+        }
+        let fresh = stream::Name::new("fresh").unwrap();
+        assert_eq!(
+            ingests.stream(&fresh, t0).err(),
+            Some(Refused::TooManyStreams)
+        );
+        // Idle streams are forgotten, and their names are free again.
+        let later = t0 + Duration::from_secs(31);
+        assert_eq!(ingests.expire(later).len(), MAX_STREAMS);
+        assert!(ingests.stream(&fresh, later).is_ok());
+        assert_eq!(ingests.pending_bytes(), 0);
+    }
+
+    #[test]
     fn end_of_stream() {
         let mut a = Assembler::default();
-        a.put("index0.ts".into(), Bytes::from_static(b"a"));
+        a.put("index0.ts".into(), Bytes::from_static(b"a"), Instant::now());
         let out = a.on_playlist(
             &playlist("#EXTM3U\n#EXTINF:2.0,\nindex0.ts\n#EXT-X-ENDLIST\n"),
             0,

@@ -12,7 +12,6 @@ use crate::core::{Action, Core, Upload, requester_key};
 use crate::data::{self, Provider, Supply};
 use crate::fetch::Inflight;
 use crate::identity::{self, IdentityError};
-use crate::ingest::Assembler;
 use crate::metrics::{Metrics, add};
 use crate::store::Store;
 use bytes::Bytes;
@@ -36,6 +35,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+/// How often idle ingest state is expired and freed memory returned.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// How often the core's clock ticks: the resolution of status publishing and expiry.
 pub const TICK: Duration = Duration::from_millis(100);
 /// How often the RTTs of open data-plane connections are fed to the core.
@@ -89,7 +90,9 @@ pub struct Shared {
     pub(crate) config: NodeConfig,
     pub(crate) core: Mutex<Core>,
     pub(crate) store: Mutex<Store>,
-    pub(crate) ingest: Mutex<HashMap<stream::Name, Assembler>>,
+    pub(crate) ingest: Mutex<crate::ingest::Ingests>,
+    pub(crate) conns: Arc<crate::http::conns::Conns>,
+    pub(crate) session_ids: crate::http::session::Minter,
     pub(crate) client: data::client::Client,
     pub(crate) inflight: Inflight,
     pub(crate) control: control::Handle,
@@ -204,12 +207,17 @@ impl Node {
             bootstrap: config.bootstrap.clone(),
             delay: config.control_delay.clone(),
         })?;
+        let session_seed = keypair_seed(&keypair);
         let shared = Arc::new(Shared {
             keypair,
             peer_id,
             core: Mutex::new(Core::new(peer_id, config.core.clone())),
             store: Mutex::new(Store::default()),
-            ingest: Mutex::new(HashMap::new()),
+            ingest: Mutex::new(crate::ingest::Ingests::new(config.ingest_limits)),
+            conns: crate::http::conns::Conns::new(crate::http::conns::fit_to_fd_limit(
+                config.connections,
+            )),
+            session_ids: crate::http::session::Minter::new(&session_seed),
             client: data::client::Client::new(endpoint.clone()),
             inflight: Inflight::default(),
             control,
@@ -443,6 +451,7 @@ impl Shared {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rtts = tokio::time::interval(RTT_REFRESH);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -453,10 +462,21 @@ impl Shared {
                     self.core.lock().expect("poisoned").handle_tick(Instant::now());
                 }
                 _ = rtts.tick() => self.refresh_rtts(),
+                _ = housekeeping.tick() => self.housekeeping(),
                 _ = shutdown.changed() => return,
             }
             self.run_actions();
         }
+    }
+
+    /// Once a second: ingest state expires, and memory freed by closed connections goes
+    /// back to the system.
+    fn housekeeping(&self) {
+        let forgotten = self.ingest.lock().expect("poisoned").expire(Instant::now());
+        for name in forgotten {
+            debug!(stream = %name, "ingest state forgotten after idling");
+        }
+        crate::memory::release_if_shrunk(self.conns.open());
     }
 
     fn on_event(&self, event: Event) {
@@ -678,4 +698,14 @@ impl Provider for DataProvider {
     fn served(&self, bytes: u64) {
         add(&self.0.metrics.data_bytes_out, bytes);
     }
+}
+
+/// Secret material for keyed hashes private to this node (session ids), derived from its
+/// identity key.
+fn keypair_seed(keypair: &Keypair) -> Vec<u8> {
+    keypair
+        .clone()
+        .try_into_ed25519()
+        .map(|k| k.secret().as_ref().to_vec())
+        .unwrap_or_default()
 }

@@ -147,3 +147,58 @@ fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
         data = &data[size + 2..];
     }
 }
+
+/// One keep-alive connection, as a player holds: requests in turn on the same socket.
+/// Responses must carry Content-Length (a node's playlists and segments do).
+pub struct KeepAlive {
+    addr: SocketAddr,
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> anyhow::Result<KeepAlive> {
+        let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+            .await
+            .context("connect timed out")??;
+        Ok(KeepAlive {
+            addr,
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// `GET path` on this connection.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<Response> {
+        tokio::time::timeout(TIMEOUT, self.get_inner(path))
+            .await
+            .context("http request timed out")?
+    }
+
+    async fn get_inner(&mut self, path: &str) -> anyhow::Result<Response> {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+        self.stream.write_all(head.as_bytes()).await?;
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end])?.to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .context("keep-alive response without content-length")?
+                    .trim()
+                    .parse()?;
+                if self.buf.len() >= end + 4 + len {
+                    let raw: Vec<u8> = self.buf.drain(..end + 4 + len).collect();
+                    return parse(&raw);
+                }
+            }
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}

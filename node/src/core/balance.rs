@@ -27,6 +27,7 @@
 
 use super::Core;
 use super::peers::Peer;
+use super::viewers::Viewer;
 use shoal_protocol::PeerId;
 use shoal_protocol::status::{self, Load, WarmRequest};
 use shoal_protocol::stream;
@@ -56,6 +57,12 @@ pub const NOT_HOLDING_COST_MS: f64 = 25.0;
 pub const LOAD_COST_MS: f64 = 50.0;
 /// Most remembered redirect targets (viewers redirected again go to the same node).
 const MAX_STICKY: usize = 100_000;
+/// Shed sessions take this long to leave (their next playlist reload, then the smoothed
+/// egress must see them gone) before more are shed for the same excess.
+pub const SHED_SETTLE: Duration = Duration::from_secs(4);
+/// Measured viewer egress may exceed the budget by this fraction before sessions are shed
+/// (segment-sized bursts and smoothing noise are not overload).
+pub const SHED_TOLERANCE: f64 = 0.05;
 /// Most arrivals remembered per stream for the demand trend.
 const MAX_ARRIVALS: usize = 100_000;
 
@@ -111,9 +118,12 @@ pub struct State {
     cpu_permille: u16,
     /// Smoothed measured egress: (total, relay) bits per second, and when last updated.
     egress: Option<(f64, f64, Instant)>,
-    /// Viewers admitted here within the configured startup window: (when, bitrate). Each
-    /// costs its bitrate once more while it fills its buffer.
+    /// Sessions that started watching within the configured startup window of their
+    /// admission: (admitted, bitrate). Each costs its bitrate once more while it fills
+    /// its buffer.
     startups: VecDeque<(Instant, u64)>,
+    /// Sessions marked to be moved away for overload: (when, bits per second).
+    shed: Vec<(Instant, u64)>,
 }
 
 /// The viewer budget of a node with `load`: capacity minus what ingest and relaying
@@ -187,25 +197,84 @@ impl Core {
             .min(self.config.egress_capacity_bps)
     }
 
-    /// What this node's viewers cost: viewers x bitrate, summed over streams, plus the
-    /// bitrate once more for each viewer still filling its buffer
-    /// ([`Config::startup_window`](super::Config::startup_window)).
+    /// What this node's viewers cost: watching sessions x bitrate, summed over streams,
+    /// plus the bitrate once more for each session still filling its buffer
+    /// ([`Config::startup_window`](super::Config::startup_window)), and so for each
+    /// pending one (admitted, no media yet: about to fetch its first segments).
     pub fn viewer_load_bps(&self) -> u64 {
-        let steady: u64 = self
-            .viewers
-            .iter()
-            .map(|(name, v)| v.count() as u64 * self.bitrate_bps(name))
+        let surcharge = if self.config.startup_window.is_zero() {
+            1
+        } else {
+            2
+        };
+        let sessions: u64 = self
+            .sessions
+            .all()
+            .map(|(name, c)| {
+                (c.watching as u64 + surcharge * c.pending as u64) * self.bitrate_bps(name)
+            })
             .sum();
-        steady + self.balance.startups.iter().map(|(_, b)| b).sum::<u64>()
+        sessions + self.balance.startups.iter().map(|(_, b)| b).sum::<u64>()
     }
 
-    fn admit(&mut self, stream: &stream::Name, viewer: u128, now: Instant) -> Admission {
-        self.handle_viewer(stream, viewer, now);
-        let bitrate = self.bitrate_bps(stream);
-        if !self.config.startup_window.is_zero() && self.balance.startups.len() < MAX_ARRIVALS {
-            self.balance.startups.push_back((now, bitrate));
-        }
+    fn admit(&mut self, stream: &stream::Name, viewer: Viewer, now: Instant) -> Admission {
+        self.sessions.admit(stream, viewer, now);
         Admission::Serve
+    }
+
+    /// A session admitted at `admitted` fetched its first media: it costs its bitrate once
+    /// more until the startup window closes.
+    pub(super) fn note_startup(&mut self, stream: &stream::Name, admitted: Instant, now: Instant) {
+        let window = self.config.startup_window;
+        if window.is_zero()
+            || now.saturating_duration_since(admitted) >= window
+            || self.balance.startups.len() >= MAX_ARRIVALS
+        {
+            return;
+        }
+        let bitrate = self.bitrate_bps(stream);
+        // Kept in admission order (the queue expires from the front).
+        let at = self
+            .balance
+            .startups
+            .iter()
+            .rposition(|(t, _)| *t <= admitted)
+            .map_or(0, |i| i + 1);
+        self.balance.startups.insert(at, (admitted, bitrate));
+    }
+
+    /// Marks the newest sessions to be moved to other nodes when the measured egress to
+    /// viewers exceeds the budget (identities the model could not tell apart, players
+    /// fetching far ahead): they are redirected at their next playlist reload, so they
+    /// move without a stall.
+    pub(super) fn shed_excess(&mut self, now: Instant) {
+        self.balance
+            .shed
+            .retain(|(at, _)| now.saturating_duration_since(*at) < SHED_SETTLE);
+        let load = self.own_load();
+        let Some(budget) = viewer_budget(&load) else {
+            return;
+        };
+        let measured = load.egress_bps.saturating_sub(load.relay_bps);
+        if (measured as f64) <= budget as f64 * (1.0 + SHED_TOLERANCE) {
+            return;
+        }
+        let leaving: u64 = self.balance.shed.iter().map(|(_, b)| b).sum();
+        let excess = measured.saturating_sub(budget).saturating_sub(leaving);
+        if excess == 0 {
+            return;
+        }
+        let rates: HashMap<stream::Name, u64> = self
+            .sessions
+            .all()
+            .map(|(name, _)| (name.clone(), self.bitrate_bps(name)))
+            .collect();
+        let marked = self
+            .sessions
+            .shed_newest(excess, |name| rates.get(name).copied().unwrap_or(0));
+        if marked > 0 {
+            self.balance.shed.push((now, marked));
+        }
     }
 
     /// The cost of one more viewer of `stream`: its bitrate as measured here, else as a
@@ -294,18 +363,19 @@ impl Core {
     pub fn admit_viewer(
         &mut self,
         stream: &stream::Name,
-        viewer: u128,
+        viewer: impl Into<Viewer>,
         redirected: bool,
         now: Instant,
     ) -> Admission {
-        let admitted = self.viewers.get(stream).is_some_and(|v| v.contains(viewer));
-        if admitted {
-            if self.balance.drain == Some(Drain::HandOff)
+        let viewer = viewer.into();
+        if self.sessions.contains(stream, viewer) {
+            let shed = self.sessions.playlist(stream, viewer, now);
+            if (shed || self.balance.drain == Some(Drain::HandOff))
                 && let Some(target) = self.redirect(stream, viewer, now)
             {
+                self.sessions.remove(stream, viewer);
                 return Admission::Redirect(target);
             }
-            self.handle_viewer(stream, viewer, now);
             return Admission::Serve;
         }
         self.note_arrival(stream, now);
@@ -367,7 +437,7 @@ impl Core {
     fn cheaper_holder(
         &mut self,
         stream: &stream::Name,
-        viewer: u128,
+        viewer: Viewer,
         now: Instant,
     ) -> Option<Target> {
         let holds = self
@@ -396,9 +466,9 @@ impl Core {
 
     /// Picks the peer a viewer of `stream` is redirected to: the one it was sent to before
     /// if that peer is still a fit, else the cheapest eligible peer.
-    fn redirect(&mut self, stream: &stream::Name, viewer: u128, now: Instant) -> Option<Target> {
+    fn redirect(&mut self, stream: &stream::Name, viewer: Viewer, now: Instant) -> Option<Target> {
         self.prune_credits(now);
-        let key = (stream.clone(), viewer);
+        let key = (stream.clone(), viewer.session);
         // Sticky while the target is not over its budget (the viewer may be counted
         // there already).
         if let Some((peer, _)) = self.balance.sticky.get(&key).copied()
@@ -424,7 +494,7 @@ impl Core {
     fn send(
         &mut self,
         stream: &stream::Name,
-        viewer: u128,
+        viewer: Viewer,
         peer: PeerId,
         http: SocketAddr,
         bitrate: u64,
@@ -439,7 +509,7 @@ impl Core {
         if self.balance.sticky.len() < MAX_STICKY {
             self.balance
                 .sticky
-                .insert((stream.clone(), viewer), (peer, now));
+                .insert((stream.clone(), viewer.session), (peer, now));
         }
         self.charge(peer, http, bitrate, now)
     }

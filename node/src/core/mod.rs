@@ -49,7 +49,7 @@ pub const LEADER_WAIT: Duration = Duration::from_millis(100);
 use std::time::{Duration, Instant};
 use streams::{Added, Source, StreamState};
 use thiserror::Error;
-use viewers::Viewers;
+use viewers::{Media, Sessions, Viewer};
 
 /// Tunables of the core. Defaults suit 2-6 s segments on a LAN or a region.
 #[derive(Debug, Clone)]
@@ -96,6 +96,9 @@ pub struct Config {
     /// segments behind the live edge): for this long after admission it counts twice
     /// its bitrate (zero: only its bitrate).
     pub startup_window: Duration,
+    /// A stream with no new segment for this long, no viewers, no encoder here and no
+    /// pre-warm request is forgotten: its state and bytes go, its name is free again.
+    pub stream_forget: Duration,
 }
 
 impl Default for Config {
@@ -122,6 +125,7 @@ impl Default for Config {
             prewarm_horizon: Duration::from_secs(10),
             warm_ttl: Duration::from_secs(15),
             startup_window: Duration::from_secs(5),
+            stream_forget: Duration::from_secs(30),
         }
     }
 }
@@ -199,7 +203,7 @@ pub struct Core {
     config: Config,
     peers: PeerTable,
     streams: BTreeMap<stream::Name, StreamState>,
-    viewers: HashMap<stream::Name, Viewers>,
+    sessions: Sessions,
     actions: VecDeque<Action>,
     last_status: Option<Instant>,
     status_dirty: bool,
@@ -224,7 +228,7 @@ impl Core {
             config,
             peers: PeerTable::default(),
             streams: BTreeMap::new(),
-            viewers: HashMap::new(),
+            sessions: Sessions::default(),
             actions: VecDeque::new(),
             last_status: None,
             status_dirty: true,
@@ -425,20 +429,16 @@ impl Core {
             .on_bad_bytes(peer, self.config.bad_bytes_penalty, now);
     }
 
-    /// A viewer requested something of `stream`.
-    pub fn handle_viewer(&mut self, stream: &stream::Name, viewer: u128, now: Instant) {
-        let first = !self.viewers.contains_key(stream);
-        if first && self.viewers.len() >= self.config.max_streams {
+    /// A viewer fetched media (a segment or an init segment) of `stream`: its session
+    /// watches from now on. Streams this node knows nothing of are not tracked.
+    pub fn handle_media(&mut self, stream: &stream::Name, viewer: impl Into<Viewer>, now: Instant) {
+        if !self.streams.contains_key(stream) {
             return;
         }
-        let new = self
-            .viewers
-            .entry(stream.clone())
-            .or_default()
-            .touch(viewer, now);
-        if new {
+        if let Media::Started(admitted) = self.sessions.media(stream, viewer.into(), now) {
             // Viewer counts are load: peers balance on them, so they travel promptly.
             self.status_dirty = true;
+            self.note_startup(stream, admitted, now);
         }
     }
 
@@ -454,21 +454,15 @@ impl Core {
         if self.claims.len() != before {
             self.status_dirty = true;
         }
-        let idle = self.config.viewer_idle;
-        let mut left = false;
-        self.viewers.retain(|_, v| {
-            let before = v.count();
-            v.expire(idle, now);
-            left |= v.count() != before;
-            v.count() > 0
-        });
-        self.status_dirty |= left;
         let prewarm_due = self
             .last_prewarm
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
         if prewarm_due {
             self.last_prewarm = Some(now);
+            self.status_dirty |= self.sessions.expire(self.config.viewer_idle, now);
             self.update_prewarm(now);
+            self.shed_excess(now);
+            self.forget_idle_streams(now);
         }
         let since = self.last_status.map(|t| now.saturating_duration_since(t));
         let due = match since {
@@ -480,6 +474,39 @@ impl Core {
             self.last_status = Some(now);
             self.status_dirty = false;
             self.actions.push_back(Action::PublishStatus);
+        }
+    }
+
+    /// Forgets streams idle for [`Config::stream_forget`] that nobody here watches,
+    /// pushes or pre-warms: their segments and inits are evicted.
+    fn forget_idle_streams(&mut self, now: Instant) {
+        let forget = self.config.stream_forget;
+        let idle: Vec<stream::Name> = self
+            .streams
+            .values()
+            .filter(|s| {
+                s.newest_at
+                    .is_some_and(|t| now.saturating_duration_since(t) > forget)
+            })
+            .map(|s| s.name.clone())
+            .filter(|name| !self.claims.contains_key(name) && !self.is_watched(name))
+            .collect();
+        for name in idle {
+            let Some(state) = self.streams.remove(&name) else {
+                continue;
+            };
+            let mut inits = std::collections::BTreeSet::new();
+            for (seq, entry) in state.entries {
+                inits.extend(entry.announcement.value.init.map(|i| i.hash));
+                self.actions.push_back(Action::Evict(segment::Id {
+                    stream: name.clone(),
+                    seq,
+                }));
+            }
+            self.actions
+                .extend(inits.into_iter().map(Action::EvictInit));
+            self.last_sync.remove(&name);
+            self.status_dirty = true;
         }
     }
 
@@ -697,12 +724,13 @@ impl Core {
     /// True if `stream` has viewers here, or a peer asked this node to pre-warm it: its
     /// segments are pulled as they are announced.
     pub fn is_watched(&self, stream: &stream::Name) -> bool {
-        self.viewers.get(stream).is_some_and(|v| v.count() > 0) || self.is_warm(stream)
+        let counts = self.sessions.counts(stream);
+        counts.watching + counts.pending > 0 || self.is_warm(stream)
     }
 
-    /// Viewers of `stream` here.
+    /// Viewers of `stream` here: sessions that fetched media.
     pub fn viewer_count(&self, stream: &stream::Name) -> usize {
-        self.viewers.get(stream).map_or(0, |v| v.count())
+        self.sessions.counts(stream).watching
     }
 
     /// The streams part of this node's status: every stream with held segments.
@@ -784,7 +812,12 @@ impl Core {
 
     /// Total viewers across streams.
     pub fn total_viewers(&self) -> usize {
-        self.viewers.values().map(|v| v.count()).sum()
+        self.sessions.all().map(|(_, c)| c.watching).sum()
+    }
+
+    /// Sessions tracked here, pending or watching.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 }
 

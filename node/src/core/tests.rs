@@ -60,7 +60,7 @@ fn watched_streams_are_prefetched_on_announcement() {
             .iter()
             .any(|a| matches!(a, Action::Prefetch(_)))
     );
-    core.handle_viewer(&name("s"), 42, t0);
+    core.handle_media(&name("s"), 42, t0);
     core.handle_announcement(announcement_by(1, "s", 1, None), t0)
         .unwrap();
     assert!(drain(&mut core).contains(&Action::Prefetch(id("s", 1))));
@@ -79,11 +79,13 @@ fn watched_streams_are_prefetched_on_announcement() {
 fn prefetches_without_a_known_holder_are_retried_when_a_peer_appears() {
     let t0 = Instant::now();
     let mut core = Core::new(peer(0), Config::default());
-    core.handle_viewer(&name("s"), 42, t0);
     // Announcements arrive (gossip) before the signer's first status: nobody to ask yet.
     for seq in 0..8 {
         core.handle_announcement(announcement_by(1, "s", seq, None), t0)
             .unwrap();
+        if seq == 0 {
+            core.handle_media(&name("s"), 42, t0);
+        }
     }
     assert!(core.holders(&id("s", 7), t0).is_empty());
     drain(&mut core);
@@ -188,8 +190,14 @@ fn silent_peers_are_declared_gone() {
 fn behind_a_holder_of_a_watched_stream_syncs() {
     let t0 = Instant::now();
     let mut core = Core::new(peer(0), Config::default());
-    core.handle_viewer(&name("s"), 1, t0);
     core.handle_status(peer(1), status_holding(1, "s", 0, 8), t0);
+    drain(&mut core);
+    // A player asks for the playlist of a stream only the peer holds.
+    assert_eq!(
+        core.admit_viewer(&name("s"), 1, false, t0),
+        balance::Admission::Serve
+    );
+    core.handle_status(peer(1), status_holding(2, "s", 0, 9), t0);
     assert!(drain(&mut core).contains(&Action::Sync {
         stream: name("s"),
         from: peer(1)

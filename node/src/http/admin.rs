@@ -19,6 +19,8 @@ use std::time::Instant;
 /// segment.
 pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
     let now = Instant::now();
+    // Lock order: ingest before core.
+    let pending_ingest = node.ingest.lock().expect("poisoned").pending_bytes();
     let core = node.core.lock().expect("poisoned");
     let peers: Vec<Value> = core
         .peers()
@@ -110,6 +112,12 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
             "p2p": node.p2p_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         },
         "cert_fingerprint": node.fingerprint.to_hex(),
+        "connections": {
+            "open": node.conns.open(),
+            "shed": node.conns.shed_total(),
+        },
+        "ingest_pending_bytes": pending_ingest,
+        "sessions": core.sessions().len(),
         "load": load_json(&Load {
             egress_bps: node.last_egress_bps().0,
             ..core.own_load()
@@ -189,7 +197,13 @@ pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
         (s.segment_count() as u64, s.bytes() as u64)
     };
     let (control_out, control_in) = node.control.wire_bytes();
+    let pending_ingest = node.ingest.lock().expect("poisoned").pending_bytes();
     let counters = [
+        (
+            "shoal_http_connections_shed_total",
+            "HTTP connections closed to make room for new ones",
+            node.conns.shed_total(),
+        ),
         (
             "shoal_control_bytes_out_total",
             "Control-plane (libp2p) bytes sent on the wire",
@@ -225,6 +239,16 @@ pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
             ("shoal_draining", "1 while the node drains", draining),
             ("shoal_store_segments", "Segments held", stored),
             ("shoal_store_bytes", "Bytes held", bytes),
+            (
+                "shoal_ingest_pending_bytes",
+                "Uploaded bytes not yet listed by a playlist",
+                pending_ingest,
+            ),
+            (
+                "shoal_http_connections",
+                "HTTP connections open",
+                node.conns.open() as u64,
+            ),
         ],
     );
     let mut response = text.into_response();

@@ -4,7 +4,7 @@
 
 use super::{HttpError, read_body};
 use crate::hls::{self, parse_media_playlist};
-use crate::ingest::{Ready, container_of};
+use crate::ingest::{Ready, Refused, container_of};
 use crate::metrics::add;
 use crate::node::{Shared, unix_millis};
 use axum::body::Body;
@@ -23,8 +23,17 @@ pub const MAX_PLAYLIST: u64 = 256 * 1024;
 /// How long one upload may take. ffmpeg keeps an fMP4 init PUT open until the first
 /// media segment is complete, so this must exceed the longest segment duration.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
-/// Most streams one node ingests at once.
-const MAX_INGEST_STREAMS: usize = 256;
+
+impl From<Refused> for HttpError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::TooManyStreams => {
+                HttpError::Unavailable("too many ingest streams on this node")
+            }
+            budget => HttpError::InsufficientStorage(budget.to_string()),
+        }
+    }
+}
 
 /// Checks the bearer key.
 fn authorize(node: &Shared, headers: &HeaderMap) -> Result<(), HttpError> {
@@ -89,25 +98,26 @@ async fn put_inner(
         return Err(HttpError::TooLarge(limit));
     }
     let bytes = read_body(body, limit, UPLOAD_TIMEOUT).await?;
+    let now = Instant::now();
     let mut ingest = node.ingest.lock().expect("poisoned");
-    node.core.lock().expect("poisoned").handle_ingest_activity(
-        &name,
-        unix_millis(),
-        Instant::now(),
-    );
-    if !ingest.contains_key(&name) && ingest.len() >= MAX_INGEST_STREAMS {
-        return Err(HttpError::Unavailable(
-            "too many ingest streams on this node",
-        ));
-    }
-    let assembler = ingest.entry(name.clone()).or_default();
-    debug!(stream = %name, %file, size = bytes.len(), "upload received");
     if !is_playlist {
-        if let Some(dropped) = assembler.put(file.to_string(), bytes) {
+        let size = bytes.len();
+        if let Some(dropped) = ingest.put(&name, file.to_string(), bytes, now)? {
             warn!(stream = %name, %dropped, "segment never listed in a playlist; dropped");
         }
+        drop(ingest);
+        node.core
+            .lock()
+            .expect("poisoned")
+            .handle_ingest_activity(&name, unix_millis(), now);
+        debug!(stream = %name, %file, size, "upload received");
         return Ok(StatusCode::CREATED);
     }
+    let assembler = ingest.stream(&name, now)?;
+    node.core
+        .lock()
+        .expect("poisoned")
+        .handle_ingest_activity(&name, unix_millis(), now);
     let playlist = parse_media_playlist(&bytes)
         .map_err(|e| HttpError::BadRequest(format!("playlist: {e}")))?;
     let assembled = assembler.on_playlist(&playlist, node.next_seq(&name));

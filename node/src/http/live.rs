@@ -1,20 +1,21 @@
 //! Viewing: `GET /live/{stream}/index.m3u8` and the segments it lists, on any node.
 
+use super::conns::Conn;
 use super::query::{Query, REDIRECT_MARKER};
-use super::{HttpError, range};
+use super::{HttpError, range, session};
 use crate::core::balance::{Admission, Target};
 use crate::fetch::FetchError;
 use crate::hls;
 use crate::metrics::add;
 use crate::node::Shared;
 use axum::body::HttpBody;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shoal_protocol::content::ContentId;
 use shoal_protocol::segment::{self, Container};
 use shoal_protocol::stream;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::debug;
@@ -53,28 +54,41 @@ fn wanted(file: &str) -> Option<Wanted> {
         return ContentId::from_hex(hex).map(Wanted::Init);
     }
     let (seq, ext) = file.rsplit_once('.')?;
-    if !matches!(ext, "ts" | "m4s") || seq.is_empty() || seq.len() > 20 {
+    // Canonical decimal only: `+5.ts` or `05.ts` are not segment 5's name.
+    let canonical = !seq.is_empty()
+        && seq.len() <= 20
+        && seq.bytes().all(|b| b.is_ascii_digit())
+        && (seq == "0" || !seq.starts_with('0'));
+    if !matches!(ext, "ts" | "m4s") || !canonical {
         return None;
     }
     seq.parse().ok().map(Wanted::Segment)
 }
 
-/// A viewer's key: its IP, or its IP and session when the URL carries `sid=` (players
-/// behind one NAT address then count apart).
-fn viewer_key(ip: IpAddr, query: &Query) -> u128 {
-    let ip_key = match ip {
-        IpAddr::V4(v4) => u32::from(v4) as u128,
-        IpAddr::V6(v6) => u128::from(v6),
-    };
+/// The session a request belongs to: the one its URL names, else the one its connection
+/// last carried (players reload playlists without the id, on a connection they used
+/// before), else for a playlist request a new one. The connection remembers it. `None`:
+/// the viewer is known by its address.
+fn session_of(
+    conn: Option<&Conn>,
+    query: &Query,
+    playlist: bool,
+    node: &Shared,
+) -> Option<Arc<str>> {
+    let conn = conn?;
+    let mut remembered = conn.session.lock().expect("poisoned");
     match &query.sid {
-        None => ip_key,
         Some(sid) => {
-            let mut h = blake3::Hasher::new();
-            h.update(&ip_key.to_le_bytes());
-            h.update(sid.as_bytes());
-            let mut key = [0u8; 16];
-            key.copy_from_slice(&h.finalize().as_bytes()[..16]);
-            u128::from_le_bytes(key)
+            if remembered.as_deref() != Some(sid.as_str()) {
+                *remembered = Some(Arc::from(sid.as_str()));
+            }
+            None
+        }
+        None => {
+            if remembered.is_none() && playlist {
+                *remembered = Some(Arc::from(node.session_ids.mint()));
+            }
+            remembered.clone()
         }
     }
 }
@@ -84,14 +98,24 @@ pub async fn get(
     State(node): State<Arc<Shared>>,
     Path((stream, file)): Path<(String, String)>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    conn: Option<Extension<Arc<Conn>>>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let name = stream::Name::new(stream)
         .map_err(|e| HttpError::BadRequest(format!("invalid stream name: {e}")))?;
     let what = wanted(&file).ok_or(HttpError::NotFound("no such file"))?;
-    let query = Query::parse(raw.as_deref())?;
-    let viewer = viewer_key(client.ip(), &query);
+    let mut query = Query::parse(raw.as_deref())?;
+    let playlist_request = what == Wanted::Playlist;
+    if let Some(sid) = session_of(
+        conn.as_ref().map(|c| &*c.0),
+        &query,
+        playlist_request,
+        &node,
+    ) {
+        query.set_sid(sid.to_string());
+    }
+    let viewer = session::viewer(client.ip(), query.sid.as_deref());
     add(&node.metrics.viewer_requests, 1);
     // One core lock per request: admit or count the viewer, resolve a segment's
     // container.
@@ -103,30 +127,24 @@ pub async fn get(
                 let known =
                     core.stream(&name).is_some() || !core.stream_holders(&name, now).is_empty();
                 if !known {
-                    // A player waiting for a stream that has not started yet: it is a
-                    // viewer (the stream is prefetched once it appears), nothing to
-                    // balance yet.
-                    core.handle_viewer(&name, viewer, now);
-                    Resolved::Playlist
-                } else {
-                    match core.admit_viewer(&name, viewer, query.redirected, now) {
-                        Admission::Serve => Resolved::Playlist,
-                        Admission::Redirect(Target { http: Some(to), .. }) => {
-                            Resolved::Redirect(to)
-                        }
-                        Admission::Redirect(Target { http: None, .. }) => Resolved::Playlist,
-                        Admission::Full { retry_after } => Resolved::Full(retry_after),
-                    }
+                    // Nothing to count or balance: a stream nobody has is not tracked.
+                    return Err(HttpError::NotFound("unknown stream"));
+                }
+                match core.admit_viewer(&name, viewer, query.redirected, now) {
+                    Admission::Serve => Resolved::Playlist,
+                    Admission::Redirect(Target { http: Some(to), .. }) => Resolved::Redirect(to),
+                    Admission::Redirect(Target { http: None, .. }) => Resolved::Playlist,
+                    Admission::Full { retry_after } => Resolved::Full(retry_after),
                 }
             }
             Wanted::Init(hash) => {
-                core.handle_viewer(&name, viewer, now);
+                core.handle_media(&name, viewer, now);
                 Resolved::Init(hash)
             }
             Wanted::Segment(seq) => {
                 // Segment requests are never bounced: a viewer that got the playlist
                 // here keeps this node.
-                core.handle_viewer(&name, viewer, now);
+                core.handle_media(&name, viewer, now);
                 let id = segment::Id {
                     stream: name.clone(),
                     seq,
@@ -140,7 +158,7 @@ pub async fn get(
         }
     };
     let response = match resolved {
-        Resolved::Playlist => playlist(&node, &name).await?,
+        Resolved::Playlist => playlist(&node, &name, query.sid.as_deref()).await?,
         Resolved::Redirect(to) => {
             add(&node.metrics.viewers_redirected, 1);
             debug!(%name, %to, "viewer redirected");
@@ -177,13 +195,10 @@ pub async fn get(
 /// other query parameters (e.g. a session or a token).
 pub(super) fn viewer_url(to: SocketAddr, stream: &stream::Name, query: &Query) -> String {
     let mut url = format!("http://{to}/live/{stream}/index.m3u8?{REDIRECT_MARKER}=1");
-    for (k, v) in &query.rest {
+    let rest = query.carried();
+    if !rest.is_empty() {
         url.push('&');
-        url.push_str(k);
-        if !v.is_empty() {
-            url.push('=');
-            url.push_str(v);
-        }
+        url.push_str(&rest);
     }
     url
 }
@@ -223,7 +238,7 @@ fn unavailable(e: FetchError) -> HttpError {
     }
 }
 
-fn render(node: &Shared, name: &stream::Name) -> Option<String> {
+fn render(node: &Shared, name: &stream::Name, sid: Option<&str>) -> Option<String> {
     let core = node.core.lock().expect("poisoned");
     let stream = core.stream(name)?;
     let segments = stream.playlist(core.config().playlist_len);
@@ -231,11 +246,15 @@ fn render(node: &Shared, name: &stream::Name) -> Option<String> {
         return None;
     }
     let ended = stream.ended() && segments.last().map(|a| a.id.seq) == stream.newest();
-    Some(hls::render_live(&segments, ended))
+    Some(hls::render_live(&segments, ended, sid))
 }
 
-async fn playlist(node: &Arc<Shared>, name: &stream::Name) -> Result<Response, HttpError> {
-    let text = match render(node, name) {
+async fn playlist(
+    node: &Arc<Shared>,
+    name: &stream::Name,
+    sid: Option<&str>,
+) -> Result<Response, HttpError> {
+    let text = match render(node, name, sid) {
         Some(text) => text,
         None => {
             let holders = node
@@ -247,7 +266,7 @@ async fn playlist(node: &Arc<Shared>, name: &stream::Name) -> Result<Response, H
                 return Err(HttpError::NotFound("unknown stream"));
             }
             let _ = tokio::time::timeout(SYNC_WAIT, node.sync(name, None)).await;
-            render(node, name).ok_or(HttpError::NotFound("unknown stream"))?
+            render(node, name, sid).ok_or(HttpError::NotFound("unknown stream"))?
         }
     };
     let mut response = text.into_response();
@@ -279,5 +298,9 @@ mod tests {
         assert_eq!(wanted(".ts"), None);
         assert_eq!(wanted("99999999999999999999999.ts"), None);
         assert_eq!(wanted("1.mp3"), None);
+        assert_eq!(wanted("+5.ts"), None);
+        assert_eq!(wanted("05.ts"), None);
+        assert_eq!(wanted("0.ts"), Some(Wanted::Segment(0)));
+        assert_eq!(wanted("-1.ts"), None);
     }
 }

@@ -3,11 +3,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod conns;
 pub mod ingest;
 pub mod live;
 pub mod query;
 pub mod range;
 pub mod route;
+pub mod session;
 pub mod watch;
 
 use crate::node::Shared;
@@ -24,7 +26,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -47,25 +48,26 @@ pub fn router(node: Arc<Shared>) -> Router {
         .with_state(node)
 }
 
-/// Most HTTP connections open at once; past this, new connections are closed at once
-/// rather than letting a flood exhaust file descriptors and wedge the node.
-pub const MAX_CONNECTIONS: usize = 16_384;
 /// A client must send its request headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest read buffer of one connection (request heads are far smaller; bodies stream
+/// through it): bounds what a connection can hold.
+const MAX_CONN_BUFFER: usize = 64 * 1024;
 
 /// Serves HTTP until `shutdown` flips.
 ///
-/// hyper is driven directly rather than through `axum::serve` for one setting:
-/// `half_close`. ffmpeg shuts down its sending side right after each upload
-/// (`shutdown(SHUT_WR)`, FIELD-NOTES), and hyper's default treats that as an abort and
-/// drops the request unanswered.
+/// hyper is driven directly rather than through `axum::serve` for two reasons:
+/// `half_close` (ffmpeg shuts down its sending side right after each upload,
+/// FIELD-NOTES, and hyper's default treats that as an abort and drops the request
+/// unanswered), and connection bounds ([`conns`]): a connection can be told to give way
+/// to a new one.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Arc<Shared>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let conns = node.conns.clone();
     let app = router(node);
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -79,27 +81,58 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(%remote, "too many connections; closing a new one");
-            continue;
+        let slot = match conns.admit(remote.ip(), std::time::Instant::now()) {
+            Ok(slot) => slot,
+            Err(_) => {
+                warn!(%remote, "too many connections; closing a new one");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         tokio::spawn(async move {
+            let conn = slot.conn.clone();
             let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                conn.on_request();
                 request.extensions_mut().insert(ConnectInfo(remote));
+                request.extensions_mut().insert(conn.clone());
                 app.clone().oneshot(request.map(Body::new))
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .half_close(true)
                 .keep_alive(true)
+                .max_buf_size(MAX_CONN_BUFFER)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
+            tokio::pin!(connection);
+            let first_request = tokio::time::sleep(slot.first_request);
+            tokio::pin!(first_request);
+            let (mut waiting_first, mut closing) = (true, false);
+            let result = loop {
+                tokio::select! {
+                    result = &mut connection => break result,
+                    _ = &mut first_request, if waiting_first => {
+                        waiting_first = false;
+                        if slot.conn.requests() == 0 {
+                            debug!(%remote, "no request in time; closed");
+                            break Ok(());
+                        }
+                    }
+                    _ = slot.conn.shed(), if !closing => {
+                        closing = true;
+                        if slot.conn.requests() == 0 {
+                            break Ok(());
+                        }
+                        // Finish what is in flight, then close.
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            if let Err(e) = result {
                 debug!(%remote, error = %e, "http connection ended with an error");
             }
-            drop(permit);
+            drop(slot);
         });
     }
 }
@@ -163,6 +196,9 @@ pub enum HttpError {
     /// 503.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// 507: a storage budget is spent.
+    #[error("{0}")]
+    InsufficientStorage(String),
 }
 
 impl IntoResponse for HttpError {
@@ -177,6 +213,7 @@ impl IntoResponse for HttpError {
             HttpError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         };
         let mut response = (status, format!("{self}\n")).into_response();
         if let HttpError::Unauthorized(_) = self {

@@ -25,6 +25,30 @@ pub struct Query {
 }
 
 impl Query {
+    /// Sets the session id (replacing any).
+    pub fn set_sid(&mut self, sid: String) {
+        self.rest.retain(|(k, _)| k != SESSION);
+        self.rest.insert(0, (SESSION.to_string(), sid.clone()));
+        self.sid = Some(sid);
+    }
+
+    /// The parameters carried on to the next URL (everything but the redirect marker),
+    /// as a query string without `?`.
+    pub fn carried(&self) -> String {
+        let mut out = String::new();
+        for (k, v) in &self.rest {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(k);
+            if !v.is_empty() {
+                out.push('=');
+                out.push_str(v);
+            }
+        }
+        out
+    }
+
     /// Parses a raw query string (without `?`).
     pub fn parse(raw: Option<&str>) -> Result<Query, HttpError> {
         let mut q = Query::default();
@@ -47,7 +71,11 @@ impl Query {
                 q.redirected = true;
                 continue;
             }
-            if k == SESSION && !v.is_empty() {
+            if k == SESSION {
+                // A malformed id is dropped (the node mints a new one), never echoed.
+                if !super::session::valid(v) {
+                    continue;
+                }
                 q.sid = Some(v.to_string());
             }
             q.rest.push((k.to_string(), v.to_string()));
@@ -62,10 +90,18 @@ mod tests {
 
     #[test]
     fn parses_marker_session_and_rest() {
-        let q = Query::parse(Some("redirected=1&sid=abc&token=x")).unwrap();
+        let q = Query::parse(Some("redirected=1&sid=abcdefgh&token=x")).unwrap();
         assert!(q.redirected);
-        assert_eq!(q.sid.as_deref(), Some("abc"));
+        assert_eq!(q.sid.as_deref(), Some("abcdefgh"));
         assert_eq!(q.rest.len(), 2);
+        assert_eq!(q.carried(), "sid=abcdefgh&token=x");
+        // A malformed session id is dropped.
+        let q = Query::parse(Some("sid=a%0d%0a&x=1")).unwrap();
+        assert_eq!(q.sid, None);
+        assert_eq!(q.carried(), "x=1");
+        let mut q = Query::parse(Some("sid=abcdefgh")).unwrap();
+        q.set_sid("zzzzzzzzzz".into());
+        assert_eq!(q.carried(), "sid=zzzzzzzzzz");
         assert_eq!(Query::parse(None).unwrap(), Query::default());
         assert!(Query::parse(Some(&"a".repeat(MAX_QUERY + 1))).is_err());
         assert!(Query::parse(Some(&"a=1&".repeat(MAX_PARAMS + 1))).is_err());

@@ -35,10 +35,12 @@ pub fn parse(value: Option<&str>, len: u64) -> Range {
             (Ok(s), Ok(e)) if s <= e => Some((s, e.min(len.saturating_sub(1)))),
             _ => None,
         },
-        (true, false) => b
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| (n > 0).then(|| (len.saturating_sub(n), len.saturating_sub(1)))),
+        (true, false) => match b.parse::<u64>() {
+            // A suffix of zero bytes selects nothing (RFC 9110 section 14.1.3).
+            Ok(0) => return Range::Unsatisfiable,
+            Ok(n) => Some((len.saturating_sub(n), len.saturating_sub(1))),
+            Err(_) => None,
+        },
         (true, true) => None,
     };
     match range {
@@ -109,5 +111,6 @@ mod tests {
         assert_eq!(parse(Some("items=0-1"), 10), Range::Full);
         assert_eq!(parse(Some("bytes=x-"), 10), Range::Full);
         assert_eq!(parse(Some("bytes=0-"), 0), Range::Unsatisfiable);
+        assert_eq!(parse(Some("bytes=-0"), 10), Range::Unsatisfiable);
     }
 }

@@ -129,7 +129,7 @@ pub async fn watch(
             if Some(seq) < next || joined.elapsed() >= duration {
                 continue;
             }
-            match get(addr, format!("{dir}{}", entry.file)).await {
+            match get(addr, format!("{dir}{}", entry.uri)).await {
                 Ok(r) if r.status == 200 => {
                     playout.segment(
                         Duration::from_millis(entry.duration_ms as u64),

@@ -60,7 +60,7 @@ fn serves_while_it_has_headroom_then_redirects_then_refuses() {
     // Full: the third goes to the peer, which has room for exactly one more.
     assert_eq!(core.admit_viewer(&s, 3, false, t0), to(1));
     assert_eq!(
-        core.viewer_count(&s),
+        core.sessions().counts(&s).pending,
         2,
         "a redirected viewer is not counted here"
     );
@@ -279,8 +279,15 @@ fn a_new_viewer_costs_twice_its_bitrate_while_it_fills_its_buffer() {
     core.config.startup_window = Duration::from_secs(5);
     let s = name("s");
     assert_eq!(core.admit_viewer(&s, 1, false, t0), Admission::Serve);
-    assert_eq!(core.viewer_load_bps(), 2 * MBIT);
+    assert_eq!(core.viewer_load_bps(), 2 * MBIT, "pending: about to start");
+    core.handle_media(&s, 1, t0);
+    assert_eq!(
+        core.viewer_load_bps(),
+        2 * MBIT,
+        "watching, filling its buffer"
+    );
     assert_eq!(core.admit_viewer(&s, 2, false, t0), Admission::Serve);
+    core.handle_media(&s, 2, t0);
     assert_eq!(core.viewer_load_bps(), 4 * MBIT);
     // Full while both start...
     assert!(matches!(
