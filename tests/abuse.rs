@@ -236,6 +236,8 @@ async fn ingest_names_are_freed_and_unlisted_uploads_are_bounded() {
     init_logging();
     let mut c = config("ingest-state");
     c.ingest_limits.forget_after = Duration::from_secs(2);
+    // Claims lapse before the state is forgotten, as with the defaults (10 s, 30 s).
+    c.core.ingest_idle = Duration::from_secs(1);
     c.ingest_limits.pending_bytes = 1 << 20;
     c.ingest_limits.pending_total = 3 << 20;
     let nodes = mesh(vec![c]).await.unwrap();
