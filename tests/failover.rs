@@ -90,9 +90,10 @@ async fn twelve_nodes_bounded_origin_uploads_and_a_killed_relay() {
 
     let origin = nodes[1].http;
     let pullers: Vec<&ShoalProcess> = nodes.iter().filter(|n| n.http != origin).collect();
-    touch(&pullers, "fan").await;
     for seq in 0..8 {
         push_segment(origin, "fan", seq).await;
+        // Players poll the playlist: once the stream exists they are its viewers.
+        touch(&pullers, "fan").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     wait_all_hold(&pullers, "fan", 0..8).await;
