@@ -218,7 +218,10 @@ impl Core {
     }
 
     fn admit(&mut self, stream: &stream::Name, viewer: Viewer, now: Instant) -> Admission {
-        self.sessions.admit(stream, viewer, now);
+        if self.sessions.admit(stream, viewer, now) {
+            // Players start near the live edge: pull what they will ask for first.
+            self.prefetch_stream(stream);
+        }
         Admission::Serve
     }
 
@@ -368,8 +371,7 @@ impl Core {
         now: Instant,
     ) -> Admission {
         let viewer = viewer.into();
-        if self.sessions.contains(stream, viewer) {
-            let shed = self.sessions.playlist(stream, viewer, now);
+        if let Some(shed) = self.sessions.playlist(stream, viewer, now) {
             if (shed || self.balance.drain == Some(Drain::HandOff))
                 && let Some(target) = self.redirect(stream, viewer, now)
             {

@@ -359,26 +359,36 @@ impl Core {
         Ok(())
     }
 
-    /// Asks for every segment near the live edge of a watched stream that is announced
-    /// but not held (fetches of one segment are coalesced, so a repeat costs nothing).
+    /// Asks for every segment near the live edge of each watched stream that is
+    /// announced but not held (fetches of one segment are coalesced, so a repeat costs
+    /// nothing).
     fn prefetch_missing(&mut self) {
-        let missing: Vec<segment::Id> = self
+        let watched: Vec<stream::Name> = self
             .streams
-            .values()
-            .filter(|s| self.is_watched(&s.name))
-            .flat_map(|s| {
-                let newest = s.newest().unwrap_or(0);
-                s.entries
-                    .iter()
-                    .filter(move |(seq, e)| e.held.is_none() && near_edge(**seq, newest))
-                    .map(|(seq, _)| segment::Id {
-                        stream: s.name.clone(),
-                        seq: *seq,
-                    })
-            })
+            .keys()
+            .filter(|name| self.is_watched(name))
+            .cloned()
             .collect();
-        self.actions
-            .extend(missing.into_iter().map(Action::Prefetch));
+        for name in watched {
+            self.prefetch_stream(&name);
+        }
+    }
+
+    /// Asks for the segments of `stream` near its live edge that are not held.
+    pub(super) fn prefetch_stream(&mut self, name: &stream::Name) {
+        let Some(s) = self.streams.get(name) else {
+            return;
+        };
+        let newest = s.newest().unwrap_or(0);
+        let missing = s
+            .entries
+            .iter()
+            .filter(|(seq, e)| e.held.is_none() && near_edge(**seq, newest))
+            .map(|(seq, _)| segment::Id {
+                stream: name.clone(),
+                seq: *seq,
+            });
+        self.actions.extend(missing.map(Action::Prefetch));
     }
 
     /// An encoder pushed a segment into this node; its bytes are already stored.
@@ -435,10 +445,14 @@ impl Core {
         if !self.streams.contains_key(stream) {
             return;
         }
+        let demanded = self.sessions.demanded(stream);
         if let Media::Started(admitted) = self.sessions.media(stream, viewer.into(), now) {
             // Viewer counts are load: peers balance on them, so they travel promptly.
             self.status_dirty = true;
             self.note_startup(stream, admitted, now);
+        }
+        if !demanded {
+            self.prefetch_stream(stream);
         }
     }
 
@@ -721,11 +735,10 @@ impl Core {
         &self.peers
     }
 
-    /// True if `stream` has viewers here, or a peer asked this node to pre-warm it: its
-    /// segments are pulled as they are announced.
+    /// True if players ask for `stream` here (it has sessions), or a peer asked this
+    /// node to pre-warm it: its segments are pulled as they are announced.
     pub fn is_watched(&self, stream: &stream::Name) -> bool {
-        let counts = self.sessions.counts(stream);
-        counts.watching + counts.pending > 0 || self.is_warm(stream)
+        self.sessions.demanded(stream) || self.is_warm(stream)
     }
 
     /// Viewers of `stream` here: sessions that fetched media.

@@ -76,6 +76,36 @@ fn watched_streams_are_prefetched_on_announcement() {
 }
 
 #[test]
+fn a_stream_asked_for_is_prefetched_from_the_live_edge_while_players_poll() {
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    for seq in 0..6 {
+        core.handle_announcement(announcement_by(1, "s", seq, None), t0)
+            .unwrap();
+    }
+    drain(&mut core);
+    // The first player's playlist: the segments it will ask for first are pulled.
+    core.admit_viewer(&name("s"), 7, false, t0);
+    let prefetched: Vec<u64> = drain(&mut core)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Prefetch(id) => Some(id.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prefetched, (6 - PREFETCH_DEPTH..6).collect::<Vec<_>>());
+    // A player that only polls costs nothing after a few seconds, but keeps the stream
+    // prefetched while it polls.
+    let later = t0 + Duration::from_secs(10);
+    core.admit_viewer(&name("s"), 7, false, later);
+    core.handle_tick(later);
+    assert_eq!(core.viewer_load_bps(), 0);
+    core.handle_announcement(announcement_by(1, "s", 6, None), later)
+        .unwrap();
+    assert!(drain(&mut core).contains(&Action::Prefetch(id("s", 6))));
+}
+
+#[test]
 fn prefetches_without_a_known_holder_are_retried_when_a_peer_appears() {
     let t0 = Instant::now();
     let mut core = Core::new(peer(0), Config::default());

@@ -6,12 +6,14 @@
 //! known by its address alone.
 //!
 //! A session is **pending** from its admission (a playlist request) until it fetches
-//! media; then it is **watching** until it goes quiet for the idle time. Only watching
-//! sessions count as viewers. A pending session costs its stream's bitrate twice (the
-//! player is about to fetch its first segments at once) for at most [`PENDING_TTL`]:
-//! a session that never fetches media stops costing within seconds. Per address, at most
-//! [`PENDING_PER_ADDR`] pending sessions cost anything and at most [`SESSIONS_PER_ADDR`]
-//! sessions exist, so one client inventing session ids cannot fill a node's budget.
+//! media; then it is **watching**. Either lasts until the session goes quiet for the idle
+//! time. Only watching sessions count as viewers. A pending session costs its stream's
+//! bitrate (twice during the startup window: the player is about to fetch its first
+//! segments at once) for at most [`PENDING_TTL`]: a session that never fetches media
+//! stops costing within seconds, though while it polls the stream counts as demanded and
+//! is prefetched. Per address, at most [`PENDING_PER_ADDR`] pending sessions cost
+//! anything and at most [`SESSIONS_PER_ADDR`] sessions exist, so one client inventing
+//! session ids cannot fill a node's budget.
 
 use shoal_protocol::stream;
 use std::collections::HashMap;
@@ -26,8 +28,9 @@ pub const SESSIONS_PER_ADDR: u32 = 1_024;
 /// players from one NAT turns pending into watching within an RTT; an invented session
 /// id that never fetches media costs nothing past these few.
 pub const PENDING_PER_ADDR: u32 = 4;
-/// A session that fetched no media this long after admission is forgotten. Players fetch
-/// their first segment right after the playlist; a few seconds cover a slow start.
+/// A session that fetched no media this long after admission stops costing anything.
+/// Players fetch their first segment right after the playlist; a few seconds cover a
+/// slow start.
 pub const PENDING_TTL: Duration = Duration::from_secs(3);
 
 /// Who is asking: the session (a key derived from its id, or the address key when it
@@ -58,7 +61,8 @@ struct Session {
     last: Instant,
     /// Fetched media: a viewer.
     watching: bool,
-    /// Pending and costing (within its address's [`PENDING_PER_ADDR`]).
+    /// Pending and costing (within its address's [`PENDING_PER_ADDR`] and
+    /// [`PENDING_TTL`]).
     counted: bool,
     /// Marked to be moved to another node at its next playlist request.
     shed: bool,
@@ -71,6 +75,13 @@ pub struct Counts {
     pub watching: usize,
     /// Pending sessions that cost.
     pub pending: usize,
+}
+
+/// The sessions of one stream.
+#[derive(Debug, Default)]
+struct StreamSessions {
+    sessions: HashMap<u128, Session>,
+    counts: Counts,
 }
 
 /// Per-address counts.
@@ -91,23 +102,20 @@ pub enum Media {
     Untracked,
 }
 
-/// Every session of this node.
+/// Every session of this node, by stream.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    sessions: HashMap<(stream::Name, u128), Session>,
-    streams: HashMap<stream::Name, Counts>,
+    streams: HashMap<stream::Name, StreamSessions>,
     addrs: HashMap<u128, AddrCounts>,
+    total: usize,
 }
 
 impl Sessions {
-    /// The key `viewer` is tracked under for `stream`: its session, or its address when
+    /// The key `viewer` is tracked under in `stream`: its session, or its address when
     /// the address holds too many sessions already.
-    pub fn key(&self, stream: &stream::Name, viewer: Viewer) -> u128 {
-        if viewer.session == viewer.addr
-            || self
-                .sessions
-                .contains_key(&(stream.clone(), viewer.session))
-        {
+    fn key(&self, stream: Option<&StreamSessions>, viewer: Viewer) -> u128 {
+        let known = stream.is_some_and(|s| s.sessions.contains_key(&viewer.session));
+        if viewer.session == viewer.addr || known {
             return viewer.session;
         }
         let held = self.addrs.get(&viewer.addr).map_or(0, |a| a.sessions);
@@ -118,29 +126,31 @@ impl Sessions {
         }
     }
 
-    /// True if `viewer` (under [`Sessions::key`]) has a session for `stream`.
-    pub fn contains(&self, stream: &stream::Name, viewer: Viewer) -> bool {
-        let key = self.key(stream, viewer);
-        self.sessions.contains_key(&(stream.clone(), key))
+    fn session_mut(&mut self, stream: &stream::Name, viewer: Viewer) -> Option<&mut Session> {
+        let key = self.key(self.streams.get(stream), viewer);
+        self.streams.get_mut(stream)?.sessions.get_mut(&key)
     }
 
-    /// Admits a new session (pending); a known one is only touched.
-    pub fn admit(&mut self, stream: &stream::Name, viewer: Viewer, now: Instant) {
-        let key = self.key(stream, viewer);
-        if let Some(s) = self.sessions.get_mut(&(stream.clone(), key)) {
+    /// Admits a new session (pending); a known one is only touched. True if `stream`
+    /// had no session before (demand for it starts here).
+    pub fn admit(&mut self, stream: &stream::Name, viewer: Viewer, now: Instant) -> bool {
+        if let Some(s) = self.session_mut(stream, viewer) {
             s.last = now;
-            return;
+            return false;
         }
-        if self.sessions.len() >= MAX_SESSIONS {
-            return;
+        if self.total >= MAX_SESSIONS {
+            return false;
         }
+        let key = self.key(self.streams.get(stream), viewer);
         let addr = self.addrs.entry(viewer.addr).or_default();
         let counted = addr.pending < PENDING_PER_ADDR;
         addr.sessions += 1;
         addr.pending += u32::from(counted);
-        self.streams.entry(stream.clone()).or_default().pending += usize::from(counted);
-        self.sessions.insert(
-            (stream.clone(), key),
+        let first = !self.streams.contains_key(stream);
+        let entry = self.streams.entry(stream.clone()).or_default();
+        entry.counts.pending += usize::from(counted);
+        entry.sessions.insert(
+            key,
             Session {
                 addr: viewer.addr,
                 admitted: now,
@@ -150,29 +160,35 @@ impl Sessions {
                 shed: false,
             },
         );
+        self.total += 1;
+        first
     }
 
-    /// A playlist request of an admitted session: true if it was marked to be shed.
-    pub fn playlist(&mut self, stream: &stream::Name, viewer: Viewer, now: Instant) -> bool {
-        let key = self.key(stream, viewer);
-        match self.sessions.get_mut(&(stream.clone(), key)) {
-            Some(s) => {
-                s.last = now;
-                s.shed
-            }
-            None => false,
-        }
+    /// A playlist request of `viewer`: `None` if it has no session for `stream`, else
+    /// whether the session was marked to be shed.
+    pub fn playlist(
+        &mut self,
+        stream: &stream::Name,
+        viewer: Viewer,
+        now: Instant,
+    ) -> Option<bool> {
+        let s = self.session_mut(stream, viewer)?;
+        s.last = now;
+        Some(s.shed)
     }
 
     /// A media request (segment or init) of `viewer`: it watches from now on.
     pub fn media(&mut self, stream: &stream::Name, viewer: Viewer, now: Instant) -> Media {
-        let key = self.key(stream, viewer);
-        if !self.sessions.contains_key(&(stream.clone(), key)) {
+        if self.session_mut(stream, viewer).is_none() {
             // Media without a playlist here (a player moved by a redirect chain, or one
             // that fetches segments directly): admitted by its first media request.
             self.admit(stream, viewer, now);
         }
-        let Some(s) = self.sessions.get_mut(&(stream.clone(), key)) else {
+        let key = self.key(self.streams.get(stream), viewer);
+        let Some(entry) = self.streams.get_mut(stream) else {
+            return Media::Untracked;
+        };
+        let Some(s) = entry.sessions.get_mut(&key) else {
             return Media::Untracked;
         };
         s.last = now;
@@ -180,10 +196,9 @@ impl Sessions {
             return Media::Watching;
         }
         s.watching = true;
-        let counts = self.streams.entry(stream.clone()).or_default();
-        counts.watching += 1;
+        entry.counts.watching += 1;
         if std::mem::take(&mut s.counted) {
-            counts.pending -= 1;
+            entry.counts.pending -= 1;
             if let Some(a) = self.addrs.get_mut(&s.addr) {
                 a.pending -= 1;
             }
@@ -193,51 +208,46 @@ impl Sessions {
 
     /// Forgets a session (it was redirected away).
     pub fn remove(&mut self, stream: &stream::Name, viewer: Viewer) {
-        let key = self.key(stream, viewer);
-        if let Some(s) = self.sessions.remove(&(stream.clone(), key)) {
-            Self::release(&mut self.streams, &mut self.addrs, stream, &s);
+        let key = self.key(self.streams.get(stream), viewer);
+        let Some(entry) = self.streams.get_mut(stream) else {
+            return;
+        };
+        if let Some(s) = entry.sessions.remove(&key) {
+            release(&mut entry.counts, &mut self.addrs, &s);
+            self.total -= 1;
+        }
+        if entry.sessions.is_empty() {
+            self.streams.remove(stream);
         }
     }
 
-    fn release(
-        streams: &mut HashMap<stream::Name, Counts>,
-        addrs: &mut HashMap<u128, AddrCounts>,
-        stream: &stream::Name,
-        s: &Session,
-    ) {
-        if let Some(c) = streams.get_mut(stream) {
-            c.watching -= usize::from(s.watching);
-            c.pending -= usize::from(s.counted);
-            if *c == Counts::default() {
-                streams.remove(stream);
-            }
-        }
-        if let Some(a) = addrs.get_mut(&s.addr) {
-            a.sessions -= 1;
-            a.pending -= u32::from(s.counted);
-            if a.sessions == 0 {
-                addrs.remove(&s.addr);
-            }
-        }
-    }
-
-    /// Forgets watching sessions quiet for longer than `idle` and pending ones older than
-    /// [`PENDING_TTL`]. True if any viewer count changed.
+    /// Forgets sessions with no request for longer than `idle`; pending sessions stop
+    /// costing [`PENDING_TTL`] after their admission. True if a viewer count changed.
     pub fn expire(&mut self, idle: Duration, now: Instant) -> bool {
-        let (streams, addrs) = (&mut self.streams, &mut self.addrs);
         let mut changed = false;
-        self.sessions.retain(|(stream, _), s| {
-            let keep = if s.watching {
-                now.saturating_duration_since(s.last) <= idle
-            } else {
-                now.saturating_duration_since(s.admitted) <= PENDING_TTL
-            };
-            if !keep {
-                changed |= s.watching;
-                Self::release(streams, addrs, stream, s);
-            }
-            keep
+        let addrs = &mut self.addrs;
+        let mut removed = 0;
+        self.streams.retain(|_, entry| {
+            let counts = &mut entry.counts;
+            entry.sessions.retain(|_, s| {
+                if now.saturating_duration_since(s.last) > idle {
+                    changed |= s.watching;
+                    release(counts, addrs, s);
+                    removed += 1;
+                    return false;
+                }
+                if s.counted && now.saturating_duration_since(s.admitted) > PENDING_TTL {
+                    s.counted = false;
+                    counts.pending -= 1;
+                    if let Some(a) = addrs.get_mut(&s.addr) {
+                        a.pending -= 1;
+                    }
+                }
+                true
+            });
+            !entry.sessions.is_empty()
         });
+        self.total -= removed;
         changed
     }
 
@@ -245,42 +255,69 @@ impl Sessions {
     /// (`cost_of` each stream's per-viewer cost) adds up to `excess`; returns what was
     /// marked, in bits per second.
     pub fn shed_newest(&mut self, excess: u64, cost_of: impl Fn(&stream::Name) -> u64) -> u64 {
-        let mut newest: Vec<(Instant, &stream::Name, &mut Session)> = self
-            .sessions
+        let mut newest: Vec<(Instant, u64, &mut Session)> = self
+            .streams
             .iter_mut()
-            .filter(|(_, s)| s.watching && !s.shed)
-            .map(|((name, _), s)| (s.admitted, name, s))
+            .flat_map(|(name, entry)| {
+                let cost = cost_of(name).max(1);
+                entry
+                    .sessions
+                    .values_mut()
+                    .map(move |s| (s.admitted, cost, s))
+            })
+            .filter(|(_, _, s)| s.watching && !s.shed)
             .collect();
         newest.sort_by_key(|e| std::cmp::Reverse(e.0));
         let mut marked = 0;
-        for (_, name, s) in newest {
+        for (_, cost, s) in newest {
             if marked >= excess {
                 break;
             }
             s.shed = true;
-            marked += cost_of(name).max(1);
+            marked += cost;
         }
         marked
     }
 
     /// Counts for `stream`.
     pub fn counts(&self, stream: &stream::Name) -> Counts {
-        self.streams.get(stream).copied().unwrap_or_default()
+        self.streams
+            .get(stream)
+            .map(|e| e.counts)
+            .unwrap_or_default()
+    }
+
+    /// True if `stream` has sessions here, pending or watching: players ask for it.
+    pub fn demanded(&self, stream: &stream::Name) -> bool {
+        self.streams.contains_key(stream)
     }
 
     /// Counts of every stream with sessions.
     pub fn all(&self) -> impl Iterator<Item = (&stream::Name, Counts)> {
-        self.streams.iter().map(|(n, c)| (n, *c))
+        self.streams.iter().map(|(n, e)| (n, e.counts))
     }
 
     /// Sessions tracked, pending or watching.
     pub fn len(&self) -> usize {
-        self.sessions.len()
+        self.total
     }
 
     /// True if no session is tracked.
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.total == 0
+    }
+}
+
+/// Takes a removed session out of its stream's and its address's counts.
+fn release(counts: &mut Counts, addrs: &mut HashMap<u128, AddrCounts>, s: &Session) {
+    counts.watching -= usize::from(s.watching);
+    counts.pending -= usize::from(s.counted);
+    if let Some(a) = addrs.get_mut(&s.addr) {
+        a.sessions -= 1;
+        a.pending -= u32::from(s.counted);
+        if a.sessions == 0 {
+            addrs.remove(&s.addr);
+        }
     }
 }
 
@@ -326,13 +363,20 @@ mod tests {
     #[test]
     fn a_session_that_fetches_nothing_costs_nothing_within_seconds() {
         let (mut t, s, t0) = (Sessions::default(), name("s"), Instant::now());
-        t.admit(&s, viewer(1, 9), t0);
-        t.expire(
-            Duration::from_secs(20),
-            t0 + PENDING_TTL + Duration::from_millis(1),
+        assert!(
+            t.admit(&s, viewer(1, 9), t0),
+            "demand for the stream starts"
         );
+        let idle = Duration::from_secs(20);
+        t.expire(idle, t0 + PENDING_TTL + Duration::from_millis(1));
         assert_eq!(t.counts(&s), Counts::default());
-        assert!(t.is_empty());
+        // While it polls, the stream is still asked for (and prefetched).
+        assert!(t.demanded(&s));
+        let polled = t0 + Duration::from_secs(10);
+        assert_eq!(t.playlist(&s, viewer(1, 9), polled), Some(false));
+        t.expire(idle, polled + idle + Duration::from_millis(1));
+        assert!(t.is_empty() && !t.demanded(&s));
+        assert!(t.addrs.is_empty());
     }
 
     #[test]
@@ -350,7 +394,7 @@ mod tests {
             t.admit(&s, viewer(1000 + sid, 9), t0);
         }
         assert_eq!(t.addrs[&9].sessions, SESSIONS_PER_ADDR + 1);
-        assert_eq!(t.key(&s, viewer(99_999, 9)), 9);
+        assert_eq!(t.key(t.streams.get(&s), viewer(99_999, 9)), 9);
     }
 
     #[test]
@@ -362,9 +406,10 @@ mod tests {
         }
         let later = t0 + Duration::from_secs(10);
         assert_eq!(t.shed_newest(250, |_| 100), 300);
-        assert!(!t.playlist(&s, viewer(0, 0), later));
-        assert!(t.playlist(&s, viewer(1, 1), later));
-        assert!(t.playlist(&s, viewer(3, 3), later));
+        assert_eq!(t.playlist(&s, viewer(0, 0), later), Some(false));
+        assert_eq!(t.playlist(&s, viewer(1, 1), later), Some(true));
+        assert_eq!(t.playlist(&s, viewer(3, 3), later), Some(true));
+        assert_eq!(t.playlist(&s, viewer(7, 7), later), None);
         t.remove(&s, viewer(3, 3));
         assert_eq!(t.counts(&s).watching, 3);
     }
