@@ -9,13 +9,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-const BITRATE: u64 = SYNTHETIC_SEGMENT as u64 * 8;
-
 /// A node with room for `viewers` viewers of a synthetic stream (no reserve, no startup
 /// surcharge, so the figures are exact).
 fn with_room_for(tag: &str, viewers: u64) -> NodeConfig {
     let mut c = config(tag);
-    c.core.egress_capacity_bps = viewers * BITRATE + BITRATE / 2;
+    c.core.egress_capacity_bps = viewers * SYNTHETIC_BITRATE + SYNTHETIC_BITRATE / 2;
     c.core.ingest_reserve_bps = 0;
     c.core.startup_window = Duration::ZERO;
     c
@@ -164,29 +162,10 @@ async fn invented_sessions_do_not_fill_a_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_players_behind_one_address_are_spread_and_keep_their_sessions() {
     init_logging();
-    let nodes = mesh(vec![with_room_for("nat-a", 2), with_room_for("nat-b", 20)])
-        .await
-        .unwrap();
-    let (a, b) = (nodes[0].http_addr(), nodes[1].http_addr());
-    wait_known(a, &[&nodes[1].peer_id().to_string()])
-        .await
-        .unwrap();
-    wait_known(b, &[&nodes[0].peer_id().to_string()])
-        .await
-        .unwrap();
+    let (_nodes, a, b) = pair(with_room_for("nat-a", 2), with_room_for("nat-b", 20)).await;
     stream_into(a, 3).await;
     // B learns the stream's bitrate from A's status.
-    wait_for("b to know the stream", Duration::from_secs(10), || async {
-        let s = status(b).await.map_err(|e| e.to_string())?;
-        let known = s["peers"].as_array().into_iter().flatten().any(|p| {
-            p["streams"]
-                .as_array()
-                .is_some_and(|st| st.iter().any(|x| x["name"] == "live"))
-        });
-        Ok(known.then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_bitrate(b, 1).await;
     let (mut here, mut moved) = (0, 0);
     for _ in 0..12 {
         // Each player: its own keep-alive connection, no session id of its own.

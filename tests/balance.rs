@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const MBIT: u64 = 1_000_000;
-const BITRATE: u64 = SYNTHETIC_SEGMENT as u64 * 8;
+const BITRATE: u64 = SYNTHETIC_BITRATE;
 
 /// A node with a capacity. A new viewer counts just its bitrate here (not twice while it
 /// starts, see `startup_window`) so that the figures below are exact.
@@ -25,20 +25,6 @@ fn with_capacity(tag: &str, capacity: u64, reserve: u64) -> NodeConfig {
     c.core.ingest_reserve_bps = reserve;
     c.core.startup_window = Duration::ZERO;
     c
-}
-
-/// Two nodes that know each other (each has the other's status), and their HTTP
-/// addresses.
-async fn pair(a: NodeConfig, b: NodeConfig) -> (Vec<shoal_node::Node>, SocketAddr, SocketAddr) {
-    let nodes = mesh(vec![a, b]).await.unwrap();
-    let (a, b) = (nodes[0].http_addr(), nodes[1].http_addr());
-    wait_known(a, &[&nodes[1].peer_id().to_string()])
-        .await
-        .unwrap();
-    wait_known(b, &[&nodes[0].peer_id().to_string()])
-        .await
-        .unwrap();
-    (nodes, a, b)
 }
 
 async fn playlist(addr: SocketAddr, query: &str) -> Response {
@@ -65,35 +51,6 @@ async fn follow(r: &Response) -> (SocketAddr, Response) {
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let addr: SocketAddr = host.parse().unwrap();
     (addr, http::get(addr, path, &[]).await.unwrap())
-}
-
-/// Waits until the node at `addr` reports `stream`'s bitrate (learned from its own
-/// segments or from a peer's status) and a peer's status with its stream.
-async fn wait_bitrate(addr: SocketAddr, peers: usize) {
-    wait_for(
-        "peers and the stream's bitrate",
-        Duration::from_secs(20),
-        || async {
-            let s = status(addr).await.map_err(|e| e.to_string())?;
-            let peers_seen = s["peers"].as_array().map_or(0, |a| a.len());
-            let known = s["peers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|p| p["streams"].as_array().cloned().unwrap_or_default())
-                .any(|h| h["bitrate_bps"].as_u64() == Some(BITRATE));
-            let own = stream_status(&s, "live").and_then(|x| x["bitrate_bps"].as_u64());
-            if peers_seen >= peers && (known || own == Some(BITRATE)) {
-                Ok(Some(()))
-            } else {
-                Err(format!(
-                    "peers {peers_seen}, own bitrate {own:?}, peer bitrate {known}"
-                ))
-            }
-        },
-    )
-    .await
-    .unwrap();
 }
 
 /// Waits until the node at `observer` sees peer `draining` announce that it drains.

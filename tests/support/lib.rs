@@ -128,6 +128,51 @@ pub fn stream_status<'a>(status: &'a Value, stream: &str) -> Option<&'a Value> {
 
 /// Bytes in each synthetic segment: with 1 s segments, a 1,638,400 bit/s stream.
 pub const SYNTHETIC_SEGMENT: usize = 200 * 1024;
+/// The bitrate of a synthetic stream: one [`SYNTHETIC_SEGMENT`] a second.
+pub const SYNTHETIC_BITRATE: u64 = SYNTHETIC_SEGMENT as u64 * 8;
+
+/// Two nodes that know each other (each has the other's status), and their HTTP
+/// addresses.
+pub async fn pair(a: NodeConfig, b: NodeConfig) -> (Vec<Node>, SocketAddr, SocketAddr) {
+    let nodes = mesh(vec![a, b]).await.unwrap();
+    let (a, b) = (nodes[0].http_addr(), nodes[1].http_addr());
+    wait_known(a, &[&nodes[1].peer_id().to_string()])
+        .await
+        .unwrap();
+    wait_known(b, &[&nodes[0].peer_id().to_string()])
+        .await
+        .unwrap();
+    (nodes, a, b)
+}
+
+/// Waits until the node at `addr` reports the synthetic stream "live"'s bitrate (learned from its own
+/// segments or from a peer's status) and a peer's status with its stream.
+pub async fn wait_bitrate(addr: SocketAddr, peers: usize) {
+    wait_for(
+        "peers and the stream's bitrate",
+        Duration::from_secs(20),
+        || async {
+            let s = status(addr).await.map_err(|e| e.to_string())?;
+            let peers_seen = s["peers"].as_array().map_or(0, |a| a.len());
+            let known = s["peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|p| p["streams"].as_array().cloned().unwrap_or_default())
+                .any(|h| h["bitrate_bps"].as_u64() == Some(SYNTHETIC_BITRATE));
+            let own = stream_status(&s, "live").and_then(|x| x["bitrate_bps"].as_u64());
+            if peers_seen >= peers && (known || own == Some(SYNTHETIC_BITRATE)) {
+                Ok(Some(()))
+            } else {
+                Err(format!(
+                    "peers {peers_seen}, own bitrate {own:?}, peer bitrate {known}"
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
 
 /// Pushes synthetic 1 s segment `seq` of [`SYNTHETIC_SEGMENT`] bytes (and a sliding
 /// playlist) into `addr`, as an encoder does; panics unless both are accepted.
