@@ -121,8 +121,13 @@ async fn live_stream_crosses_the_mesh(packaging: Packaging, stream: &str) {
     .await
     .unwrap();
     // B and C give the same playlist: same media sequence numbers for the same segments.
-    let on_b = http::get(b, &playlist_path, &[]).await.unwrap().text();
-    assert_eq!(on_b, last, "B and C disagree on the playlist");
+    // One session asks both (as a player handed from C to B would), so the session id each
+    // node writes into the segment URLs is the same too.
+    let as_one_session = format!("{playlist_path}?sid=mesh-check");
+    let on_b = http::get(b, &as_one_session, &[]).await.unwrap().text();
+    let on_c = http::get(c, &as_one_session, &[]).await.unwrap().text();
+    assert_eq!(on_b, on_c, "B and C disagree on the playlist");
+    assert!(on_c.contains("?sid=mesh-check\n"), "{on_c}");
     let parsed = media_playlist(&last).unwrap();
     let names: Vec<String> = parsed.entries.iter().map(|e| e.file.clone()).collect();
     assert!(names.len() >= 5, "{last}");

@@ -116,6 +116,7 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
             "open": node.conns.open(),
             "shed": node.conns.shed_total(),
         },
+        "resident_bytes": crate::memory::resident_bytes(),
         "ingest_pending_bytes": pending_ingest,
         "sessions": core.sessions().len(),
         "load": load_json(&Load {
@@ -248,6 +249,11 @@ pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
                 "shoal_http_connections",
                 "HTTP connections open",
                 node.conns.open() as u64,
+            ),
+            (
+                "shoal_resident_bytes",
+                "Resident memory of the process",
+                crate::memory::resident_bytes().unwrap_or(0),
             ),
         ],
     );
