@@ -254,6 +254,45 @@ async fn twelve_players_behind_one_address_are_spread_and_keep_their_sessions() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_opening_a_connection_per_request_are_counted_once_each() {
+    init_logging();
+    let nodes = mesh(vec![config("closing")]).await.unwrap();
+    let addr = nodes[0].http_addr();
+    stream_into(addr, 3).await;
+    // Four players behind one address that open a new connection for every request and
+    // reload the playlist URL they were given, without the session id; their segment
+    // requests carry the id the last playlist gave them.
+    let mut ids = std::collections::HashSet::new();
+    for _round in 0..10 {
+        for _player in 0..4 {
+            let r = http::get(addr, "/live/live/index.m3u8", &[]).await.unwrap();
+            assert_eq!(r.status, 200);
+            let uri = first_segment(&r.text());
+            ids.insert(sid_of(&uri).expect("a session id in the segment URLs"));
+            let seg = http::get(addr, &format!("/live/live/{uri}"), &[])
+                .await
+                .unwrap();
+            assert_eq!(seg.status, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Each reload continued a session of the address rather than starting one: the
+    // node counts four viewers at most, not one per reload.
+    let s = status(addr).await.unwrap();
+    let viewers = stream_status(&s, "live").unwrap()["viewers"]
+        .as_u64()
+        .unwrap();
+    let sessions = s["sessions"].as_u64().unwrap();
+    println!(
+        "40 reloads by 4 players: {} ids handed out, {viewers} viewers",
+        ids.len()
+    );
+    assert!((1..=4).contains(&viewers), "viewers: {viewers}");
+    assert!(sessions <= 4, "sessions: {sessions}");
+    assert!(ids.len() <= 4, "ids handed out: {ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_names_are_freed_and_unlisted_uploads_are_bounded() {
     init_logging();
     let mut c = config("ingest-state");

@@ -14,6 +14,15 @@
 //! is prefetched. Per address, at most [`PENDING_PER_ADDR`] pending sessions cost
 //! anything and at most [`SESSIONS_PER_ADDR`] sessions exist, so one client inventing
 //! session ids cannot fill a node's budget.
+//!
+//! Players that keep their connections carry their session on them; players that drop
+//! the id from their playlist reloads *and* open a new connection for every request
+//! cannot be told apart by any request. Their sessions are **anonymous** (every request
+//! so far opened its connection), and a bare playlist request on a new connection from
+//! their address *adopts* the one of them that reloaded longest ago (at least
+//! [`ADOPT_AFTER`] ago) instead of starting another: such players are counted by number,
+//! not once per reload. Players keeping a connection leave this pool with their second
+//! request, so players behind one NAT are never merged when they keep connections.
 
 use shoal_protocol::stream;
 use std::collections::HashMap;
@@ -33,14 +42,60 @@ pub const PENDING_PER_ADDR: u32 = 4;
 /// slow start.
 pub const PENDING_TTL: Duration = Duration::from_secs(3);
 
-/// Who is asking: the session (a key derived from its id, or the address key when it
-/// has none) and the client address key.
+/// A bare playlist request adopts an anonymous session of its address only if that
+/// session's last playlist request is at least this old: two players starting together
+/// are two sessions.
+pub const ADOPT_AFTER: Duration = Duration::from_millis(100);
+
+/// A session id as the edge hands it out (at most [`Sid::MAX`] bytes), kept inline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sid {
+    len: u8,
+    bytes: [u8; Sid::MAX],
+}
+
+impl Sid {
+    /// Longest id kept.
+    pub const MAX: usize = 32;
+
+    /// `id` as a `Sid`, if it is ASCII and short enough.
+    pub fn new(id: &str) -> Option<Self> {
+        if id.len() > Self::MAX || !id.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0; Self::MAX];
+        bytes[..id.len()].copy_from_slice(id.as_bytes());
+        Some(Sid {
+            len: id.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).expect("ASCII by construction")
+    }
+}
+
+impl std::fmt::Debug for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is asking, and how: the session (a key derived from its id, or the address key
+/// when it has none), the client address key, the id itself, and whether the request
+/// opened its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Viewer {
     /// The session key.
     pub session: u128,
     /// The client address key.
     pub addr: u128,
+    /// The session id the request carried (or was given), if any.
+    pub sid: Option<Sid>,
+    /// The request was the first on its connection.
+    pub opened_connection: bool,
 }
 
 impl From<u128> for Viewer {
@@ -49,6 +104,8 @@ impl From<u128> for Viewer {
         Viewer {
             session: addr,
             addr,
+            sid: None,
+            opened_connection: false,
         }
     }
 }
@@ -66,6 +123,12 @@ struct Session {
     counted: bool,
     /// Marked to be moved to another node at its next playlist request.
     shed: bool,
+    /// Its id, to hand back when a request adopts it.
+    sid: Option<Sid>,
+    /// Every request of it so far opened its connection (see the module docs).
+    anonymous: bool,
+    /// Its latest playlist request.
+    last_playlist: Instant,
 }
 
 /// Per-stream counts.
@@ -82,6 +145,18 @@ pub struct Counts {
 struct StreamSessions {
     sessions: HashMap<u128, Session>,
     counts: Counts,
+    /// Anonymous sessions by address.
+    anonymous: HashMap<u128, Vec<u128>>,
+}
+
+/// Takes `key` out of `addr`'s anonymous sessions.
+fn unlist(anonymous: &mut HashMap<u128, Vec<u128>>, addr: u128, key: u128) {
+    if let Some(keys) = anonymous.get_mut(&addr) {
+        keys.retain(|k| *k != key);
+        if keys.is_empty() {
+            anonymous.remove(&addr);
+        }
+    }
 }
 
 /// Per-address counts.
@@ -126,16 +201,33 @@ impl Sessions {
         }
     }
 
-    fn session_mut(&mut self, stream: &stream::Name, viewer: Viewer) -> Option<&mut Session> {
+    /// Notes a request of `viewer` to `stream` at `now` (a playlist request if
+    /// `playlist`): its session, if it has one.
+    fn touch(
+        &mut self,
+        stream: &stream::Name,
+        viewer: Viewer,
+        playlist: bool,
+        now: Instant,
+    ) -> Option<&mut Session> {
         let key = self.key(self.streams.get(stream), viewer);
-        self.streams.get_mut(stream)?.sessions.get_mut(&key)
+        let entry = self.streams.get_mut(stream)?;
+        let s = entry.sessions.get_mut(&key)?;
+        s.last = now;
+        if playlist {
+            s.last_playlist = now;
+        }
+        if s.anonymous && !viewer.opened_connection {
+            s.anonymous = false;
+            unlist(&mut entry.anonymous, s.addr, key);
+        }
+        Some(s)
     }
 
     /// Admits a new session (pending); a known one is only touched. True if `stream`
     /// had no session before (demand for it starts here).
     pub fn admit(&mut self, stream: &stream::Name, viewer: Viewer, now: Instant) -> bool {
-        if let Some(s) = self.session_mut(stream, viewer) {
-            s.last = now;
+        if self.touch(stream, viewer, true, now).is_some() {
             return false;
         }
         if self.total >= MAX_SESSIONS {
@@ -149,6 +241,11 @@ impl Sessions {
         let first = !self.streams.contains_key(stream);
         let entry = self.streams.entry(stream.clone()).or_default();
         entry.counts.pending += usize::from(counted);
+        // Only a session of its own (not an address standing in for many) can be adopted.
+        let anonymous = viewer.opened_connection && viewer.sid.is_some() && key == viewer.session;
+        if anonymous {
+            entry.anonymous.entry(viewer.addr).or_default().push(key);
+        }
         entry.sessions.insert(
             key,
             Session {
@@ -158,10 +255,28 @@ impl Sessions {
                 watching: false,
                 counted,
                 shed: false,
+                sid: viewer.sid,
+                anonymous,
+                last_playlist: now,
             },
         );
         self.total += 1;
         first
+    }
+
+    /// The id of the anonymous session of address `addr` in `stream` whose playlist
+    /// request is the oldest, at least [`ADOPT_AFTER`] ago: the one a bare playlist
+    /// request on a new connection from `addr` continues (see the module docs).
+    pub fn adopt(&self, stream: &stream::Name, addr: u128, now: Instant) -> Option<Sid> {
+        let entry = self.streams.get(stream)?;
+        entry
+            .anonymous
+            .get(&addr)?
+            .iter()
+            .filter_map(|key| entry.sessions.get(key))
+            .filter(|s| now.saturating_duration_since(s.last_playlist) >= ADOPT_AFTER)
+            .min_by_key(|s| s.last_playlist)
+            .and_then(|s| s.sid)
     }
 
     /// A playlist request of `viewer`: `None` if it has no session for `stream`, else
@@ -172,14 +287,12 @@ impl Sessions {
         viewer: Viewer,
         now: Instant,
     ) -> Option<bool> {
-        let s = self.session_mut(stream, viewer)?;
-        s.last = now;
-        Some(s.shed)
+        self.touch(stream, viewer, true, now).map(|s| s.shed)
     }
 
     /// A media request (segment or init) of `viewer`: it watches from now on.
     pub fn media(&mut self, stream: &stream::Name, viewer: Viewer, now: Instant) -> Media {
-        if self.session_mut(stream, viewer).is_none() {
+        if self.touch(stream, viewer, false, now).is_none() {
             // Media without a playlist here (a player moved by a redirect chain, or one
             // that fetches segments directly): admitted by its first media request.
             self.admit(stream, viewer, now);
@@ -191,7 +304,6 @@ impl Sessions {
         let Some(s) = entry.sessions.get_mut(&key) else {
             return Media::Untracked;
         };
-        s.last = now;
         if s.watching {
             return Media::Watching;
         }
@@ -213,6 +325,9 @@ impl Sessions {
             return;
         };
         if let Some(s) = entry.sessions.remove(&key) {
+            if s.anonymous {
+                unlist(&mut entry.anonymous, s.addr, key);
+            }
             release(&mut entry.counts, &mut self.addrs, &s);
             self.total -= 1;
         }
@@ -229,9 +344,13 @@ impl Sessions {
         let mut removed = 0;
         self.streams.retain(|_, entry| {
             let counts = &mut entry.counts;
-            entry.sessions.retain(|_, s| {
+            let anonymous = &mut entry.anonymous;
+            entry.sessions.retain(|key, s| {
                 if now.saturating_duration_since(s.last) > idle {
                     changed |= s.watching;
+                    if s.anonymous {
+                        unlist(anonymous, s.addr, *key);
+                    }
                     release(counts, addrs, s);
                     removed += 1;
                     return false;
@@ -330,7 +449,69 @@ mod tests {
     }
 
     fn viewer(session: u128, addr: u128) -> Viewer {
-        Viewer { session, addr }
+        Viewer {
+            session,
+            addr,
+            sid: None,
+            opened_connection: false,
+        }
+    }
+
+    /// A request carrying `sid` from `addr`, on a new connection if `opened`.
+    fn with_sid(sid: Sid, addr: u128, opened: bool) -> Viewer {
+        let session = sid
+            .as_str()
+            .bytes()
+            .fold(1u128 << 127, |k, b| k.wrapping_mul(31) ^ b as u128);
+        Viewer {
+            session,
+            addr,
+            sid: Some(sid),
+            opened_connection: opened,
+        }
+    }
+
+    #[test]
+    fn players_that_open_a_connection_per_request_are_counted_once_each() {
+        let (mut t, s, t0) = (Sessions::default(), name("s"), Instant::now());
+        let mut minted = 0;
+        // Three players behind address 9, 10 ms apart, reload every second for 30 s, each
+        // time on a new connection and without their id; segments carry the id they got.
+        for round in 0..30u64 {
+            for player in 0..3u64 {
+                let at = t0 + Duration::from_millis(round * 1000 + player * 10);
+                let sid = t.adopt(&s, 9, at).unwrap_or_else(|| {
+                    minted += 1;
+                    Sid::new(&format!("minted{minted}")).unwrap()
+                });
+                let v = with_sid(sid, 9, true);
+                if t.playlist(&s, v, at).is_none() {
+                    t.admit(&s, v, at);
+                }
+                t.media(&s, v, at + Duration::from_millis(2));
+            }
+            t.expire(Duration::from_secs(20), t0 + Duration::from_secs(round));
+        }
+        assert_eq!(minted, 3, "each player got one session");
+        assert_eq!(t.counts(&s).watching, 3);
+    }
+
+    #[test]
+    fn players_keeping_a_connection_are_never_adopted() {
+        let (mut t, s, t0) = (Sessions::default(), name("s"), Instant::now());
+        let a = Sid::new("a").unwrap();
+        // Its playlist opened the connection; its segment came on the same one.
+        t.admit(&s, with_sid(a, 9, true), t0);
+        assert_eq!(t.adopt(&s, 9, t0 + ADOPT_AFTER), Some(a));
+        t.media(&s, with_sid(a, 9, false), t0 + Duration::from_millis(5));
+        assert_eq!(t.adopt(&s, 9, t0 + Duration::from_secs(1)), None);
+        // Nor is a session too fresh, or one of another address.
+        let b = Sid::new("b").unwrap();
+        t.admit(&s, with_sid(b, 9, true), t0);
+        assert_eq!(t.adopt(&s, 9, t0 + Duration::from_millis(50)), None);
+        assert_eq!(t.adopt(&s, 8, t0 + Duration::from_secs(1)), None);
+        t.remove(&s, with_sid(b, 9, true));
+        assert!(t.streams[&s].anonymous.is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! to go. Near a bound, a new connection must send its first request within a short
 //! deadline.
 
+use crate::core::viewers::Sid;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,7 +95,7 @@ pub struct Conn {
     shed: tokio::sync::Notify,
     /// The viewer session this connection last carried (see `http::live`): a player
     /// reloads its playlist on a connection it used before.
-    pub session: Mutex<Option<Arc<str>>>,
+    pub session: Mutex<Option<Sid>>,
 }
 
 impl Conn {

@@ -4,6 +4,7 @@ use super::conns::Conn;
 use super::query::{Query, REDIRECT_MARKER};
 use super::{HttpError, range, session};
 use crate::core::balance::{Admission, Target};
+use crate::core::viewers::Sid;
 use crate::fetch::FetchError;
 use crate::hls;
 use crate::metrics::add;
@@ -65,32 +66,18 @@ fn wanted(file: &str) -> Option<Wanted> {
     seq.parse().ok().map(Wanted::Segment)
 }
 
-/// The session a request belongs to: the one its URL names, else the one its connection
+/// The session a request carries: the one its URL names, else the one its connection
 /// last carried (players reload playlists without the id, on a connection they used
-/// before), else for a playlist request a new one. The connection remembers it. `None`:
-/// the viewer is known by its address.
-fn session_of(
-    conn: Option<&Conn>,
-    query: &Query,
-    playlist: bool,
-    node: &Shared,
-) -> Option<Arc<str>> {
+/// before). The connection remembers the one its URL names.
+fn carried_session(conn: Option<&Conn>, query: &Query) -> Option<Sid> {
+    let from_url = query.sid.as_deref().and_then(Sid::new);
     let conn = conn?;
     let mut remembered = conn.session.lock().expect("poisoned");
-    match &query.sid {
-        Some(sid) => {
-            if remembered.as_deref() != Some(sid.as_str()) {
-                *remembered = Some(Arc::from(sid.as_str()));
-            }
-            None
-        }
-        None => {
-            if remembered.is_none() && playlist {
-                *remembered = Some(Arc::from(node.session_ids.mint()));
-            }
-            remembered.clone()
-        }
+    if from_url.is_some() {
+        *remembered = from_url;
+        return from_url;
     }
+    *remembered
 }
 
 /// `GET /live/{stream}/{file}`.
@@ -106,16 +93,12 @@ pub async fn get(
         .map_err(|e| HttpError::BadRequest(format!("invalid stream name: {e}")))?;
     let what = wanted(&file).ok_or(HttpError::NotFound("no such file"))?;
     let mut query = Query::parse(raw.as_deref())?;
-    let playlist_request = what == Wanted::Playlist;
-    if let Some(sid) = session_of(
-        conn.as_ref().map(|c| &*c.0),
-        &query,
-        playlist_request,
-        &node,
-    ) {
-        query.set_sid(sid.to_string());
-    }
-    let viewer = session::viewer(client.ip(), query.sid.as_deref());
+    let conn = conn.as_ref().map(|c| &*c.0);
+    let carried = carried_session(conn, &query);
+    // Requests of players that open a connection for each are told apart from requests
+    // of players that keep one (see `core::viewers`).
+    let opened_connection = conn.is_none_or(|c| c.requests() <= 1);
+    let ip = client.ip();
     add(&node.metrics.viewer_requests, 1);
     // One core lock per request: admit or count the viewer, resolve a segment's
     // container.
@@ -130,6 +113,18 @@ pub async fn get(
                     // Nothing to count or balance: a stream nobody has is not tracked.
                     return Err(HttpError::NotFound("unknown stream"));
                 }
+                // A player without a session continues an anonymous one of its address
+                // or is given a new one, carried in the URLs of the playlist.
+                let sid = carried.unwrap_or_else(|| {
+                    core.sessions()
+                        .adopt(&name, session::addr_key(ip), now)
+                        .unwrap_or_else(|| node.session_ids.mint())
+                });
+                if let Some(conn) = conn {
+                    *conn.session.lock().expect("poisoned") = Some(sid);
+                }
+                query.set_sid(sid.as_str().to_string());
+                let viewer = session::viewer(ip, Some(sid), opened_connection);
                 match core.admit_viewer(&name, viewer, query.redirected, now) {
                     Admission::Serve => Resolved::Playlist,
                     Admission::Redirect(Target { http: Some(to), .. }) => Resolved::Redirect(to),
@@ -138,13 +133,13 @@ pub async fn get(
                 }
             }
             Wanted::Init(hash) => {
-                core.handle_media(&name, viewer, now);
+                core.handle_media(&name, session::viewer(ip, carried, opened_connection), now);
                 Resolved::Init(hash)
             }
             Wanted::Segment(seq) => {
                 // Segment requests are never bounced: a viewer that got the playlist
                 // here keeps this node.
-                core.handle_media(&name, viewer, now);
+                core.handle_media(&name, session::viewer(ip, carried, opened_connection), now);
                 let id = segment::Id {
                     stream: name.clone(),
                     seq,

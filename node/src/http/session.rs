@@ -6,7 +6,7 @@
 //! its id through redirects to other nodes; what one address can do with invented ids is
 //! bounded by the core (`core::viewers`).
 
-use crate::core::viewers::Viewer;
+use crate::core::viewers::{Sid, Viewer};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -49,10 +49,10 @@ impl Minter {
     }
 
     /// A fresh session id.
-    pub fn mint(&self) -> String {
+    pub fn mint(&self) -> Sid {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let hash = blake3::keyed_hash(&self.key, &n.to_le_bytes());
-        hex::encode(&hash.as_bytes()[..10])
+        Sid::new(&hex::encode(&hash.as_bytes()[..10])).expect("20 hex characters")
     }
 }
 
@@ -65,16 +65,22 @@ pub fn addr_key(ip: IpAddr) -> u128 {
 }
 
 /// The viewer a request comes from: its session when it carries one, else its address.
-pub fn viewer(ip: IpAddr, sid: Option<&str>) -> Viewer {
+/// `opened_connection`: the request was the first on its connection.
+pub fn viewer(ip: IpAddr, sid: Option<Sid>, opened_connection: bool) -> Viewer {
     let addr = addr_key(ip);
     let session = sid.map_or(addr, |sid| {
-        let hash = blake3::derive_key("shoal viewer session key v1", sid.as_bytes());
+        let hash = blake3::derive_key("shoal viewer session key v1", sid.as_str().as_bytes());
         let mut key = [0u8; 16];
         key.copy_from_slice(&hash[..16]);
         // Never equal to an address key by accident of the hash.
         u128::from_le_bytes(key) | 1 << 127
     });
-    Viewer { session, addr }
+    Viewer {
+        session,
+        addr,
+        sid,
+        opened_connection,
+    }
 }
 
 #[cfg(test)]
@@ -86,7 +92,7 @@ mod tests {
         let m = Minter::new(b"seed");
         let a = m.mint();
         let b = m.mint();
-        assert!(valid(&a) && valid(&b), "{a} {b}");
+        assert!(valid(a.as_str()) && valid(b.as_str()), "{a:?} {b:?}");
         assert_ne!(a, b);
         assert_ne!(Minter::new(b"other").mint(), a);
     }
@@ -103,14 +109,15 @@ mod tests {
     #[test]
     fn viewers_share_an_address_but_not_a_session() {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = viewer(ip, Some("aaaaaaaaaa"));
-        let b = viewer(ip, Some("bbbbbbbbbb"));
+        let sid = |s| Sid::new(s);
+        let a = viewer(ip, sid("aaaaaaaaaa"), false);
+        let b = viewer(ip, sid("bbbbbbbbbb"), false);
         assert_eq!(a.addr, b.addr);
         assert_ne!(a.session, b.session);
-        let bare = viewer(ip, None);
+        let bare = viewer(ip, None, false);
         assert_eq!(bare.session, bare.addr);
         // The same session on another node (another address seen) keeps its key.
-        let elsewhere = viewer("10.0.0.2".parse().unwrap(), Some("aaaaaaaaaa"));
+        let elsewhere = viewer("10.0.0.2".parse().unwrap(), sid("aaaaaaaaaa"), true);
         assert_eq!(elsewhere.session, a.session);
     }
 }
