@@ -60,10 +60,12 @@ put big.ts "$WORK/big.ts"
 put small.ts "$WORK/small.ts"
 printf '#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nbig.ts\n#EXTINF:2.0,\nsmall.ts\n' >"$WORK/enc.m3u8"
 put index.m3u8 "$WORK/enc.m3u8"
-# nginx serves exactly what Shoal serves.
+# nginx serves exactly what Shoal serves. Shoal's playlist carries the viewer's session
+# id in its segment URLs: the copy is taken with an id as long as the ones Shoal mints.
+SID=benchbenchbenchbench
 mkdir -p "$WORK/www/live/bench"
 for f in 0.ts 1.ts index.m3u8; do
-  curl -fsS "http://$SHOAL_HTTP/live/bench/$f" -o "$WORK/www/live/bench/$f"
+  curl -fsS "http://$SHOAL_HTTP/live/bench/$f?sid=$SID" -o "$WORK/www/live/bench/$f"
 done
 cmp -s "$WORK/www/live/bench/0.ts" "$WORK/big.ts" || { log "segment 0 differs from what was ingested"; exit 1; }
 # nginx's workers run as www-data: let them read the files.
@@ -88,7 +90,7 @@ for _ in $(seq 1 50); do curl -fsS "http://$NGINX_HTTP/live/bench/index.m3u8" >/
 for f in 0.ts 1.ts index.m3u8; do
   curl -fsS "http://$NGINX_HTTP/live/bench/$f" | cmp -s - "$WORK/www/live/bench/$f" \
     || { log "nginx does not serve $f byte for byte (see $WORK/nginx-error.log)"; exit 1; }
-  curl -fsS "http://$SHOAL_HTTP/live/bench/$f" | cmp -s - "$WORK/www/live/bench/$f" \
+  curl -fsS "http://$SHOAL_HTTP/live/bench/$f?sid=$SID" | cmp -s - "$WORK/www/live/bench/$f" \
     || { log "shoal does not serve $f byte for byte"; exit 1; }
 done
 
