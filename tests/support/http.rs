@@ -179,7 +179,6 @@ impl KeepAlive {
     async fn get_inner(&mut self, path: &str) -> anyhow::Result<Response> {
         let head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
         self.stream.write_all(head.as_bytes()).await?;
-        let mut chunk = [0u8; 64 * 1024];
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = std::str::from_utf8(&self.buf[..end])?.to_ascii_lowercase();
@@ -191,14 +190,18 @@ impl KeepAlive {
                     .parse()?;
                 if self.buf.len() >= end + 4 + len {
                     let raw: Vec<u8> = self.buf.drain(..end + 4 + len).collect();
+                    if self.buf.is_empty() {
+                        // An idle connection holds no buffer.
+                        self.buf = Vec::new();
+                    }
                     return parse(&raw);
                 }
             }
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
+            // Read straight into the buffer: thousands of these may wait at once.
+            self.buf.reserve(16 * 1024);
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
                 bail!("connection closed");
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 }
