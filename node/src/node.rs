@@ -154,6 +154,8 @@ pub struct SegmentInfo {
     pub ingested: bool,
     /// Its size in bytes (from its announcement).
     pub size: u64,
+    /// When its announcement arrived here.
+    pub announced_at: Option<Instant>,
 }
 
 impl SegmentInfo {
@@ -167,6 +169,7 @@ impl SegmentInfo {
             uploads: entry.uploads.len(),
             ingested: entry.held.is_some_and(|h| h.source == Source::Ingest),
             size: entry.announcement.value.size,
+            announced_at: entry.announced,
         }
     }
 }

@@ -614,8 +614,13 @@ impl Core {
             .entry(name.clone())
             .or_insert_with(|| StreamState::new(name.clone()));
         let (added, evicted) = stream.add(announcement, self.config.window);
-        if matches!(added, Added::New { .. }) && stream.newest() == Some(seq) {
-            stream.newest_at = Some(now);
+        if matches!(added, Added::New { .. }) {
+            if let Some(entry) = stream.entries.get_mut(&seq) {
+                entry.announced = Some(now);
+            }
+            if stream.newest() == Some(seq) {
+                stream.newest_at = Some(now);
+            }
         }
         for seq in evicted.segments {
             self.actions.push_back(Action::Evict(segment::Id {

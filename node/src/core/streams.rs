@@ -41,6 +41,8 @@ pub struct Entry {
     pub uploads: Vec<u128>,
     /// Pullers turned away at the fan-out limit (rotates the peers they are pointed at).
     pub busy_answers: usize,
+    /// When its announcement arrived here.
+    pub announced: Option<Instant>,
 }
 
 /// The outcome of adding an announcement.
@@ -124,6 +126,7 @@ impl StreamState {
                 held: None,
                 uploads: Vec::new(),
                 busy_answers: 0,
+                announced: None,
             },
         );
         let evicted = self.trim(window);

@@ -32,7 +32,33 @@ pub async fn run(
     let mut delays = Vec::new();
     let mut first_hop = Vec::new();
     let mut uploads = Vec::new();
-    for seq in 0..segments as u64 {
+    let mut announce_delays = Vec::new();
+    // Warm-up, not measured: the stream exists (segment 0), every other node has
+    // learned of it and has a viewer (nodes track no viewers of unknown streams).
+    push_segment(origin.http_addr(), KEY, "prop", "p0.ts", &payload(size, 0)).await?;
+    let wait = Instant::now() + Duration::from_secs(30);
+    for n in &live[1..] {
+        while get(n.http_addr(), "/live/prop/index.m3u8")
+            .await
+            .map_or(true, |r| r.status != 200)
+        {
+            if Instant::now() > wait {
+                bail!("the stream did not reach every node");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    while live[1..]
+        .iter()
+        .any(|n| n.segment_info(&name, 0).is_none_or(|i| i.held_at.is_none()))
+    {
+        if Instant::now() > wait {
+            bail!("the warm-up segment did not reach every node");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for seq in 1..=segments as u64 {
         // Every other node has a viewer: it prefetches on announcement.
         for n in &live[1..] {
             let _ = get(n.http_addr(), "/live/prop/index.m3u8").await;
@@ -53,7 +79,7 @@ pub async fn run(
                 .iter()
                 .map(|n| {
                     n.segment_info(&name, seq)
-                        .and_then(|i| i.held_at.map(|t| (t, i.from)))
+                        .and_then(|i| i.held_at.map(|t| (t, i.from, i.announced_at)))
                 })
                 .collect();
             if held.iter().all(Option::is_some) {
@@ -64,9 +90,13 @@ pub async fn run(
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
-        for (at, from) in arrivals {
+        for (at, from, announced) in arrivals {
             let d = ms(at.saturating_duration_since(put_done));
             delays.push(d);
+            if let Some(a) = announced {
+                // Gossip's share: when the node learned of the segment.
+                announce_delays.push(ms(a.saturating_duration_since(put_done)));
+            }
             if from == Some(origin.peer_id()) {
                 first_hop.push(d);
             }
@@ -88,6 +118,8 @@ pub async fn run(
         "segments": segments,
         "p50_ms": percentile(&delays, 50.0),
         "p99_ms": percentile(&delays, 99.0),
+        "announced_p50_ms": percentile(&announce_delays, 50.0),
+        "announced_p99_ms": percentile(&announce_delays, 99.0),
         "max_ms": percentile(&delays, 100.0),
         "origin_uploads_per_segment_max": uploads.iter().max(),
         "origin_uploads_per_segment": uploads,
