@@ -121,11 +121,13 @@ PY
 }
 for target in "segment-1MB 0.ts" "segment-200KB 1.ts" "playlist index.m3u8"; do
   set -- $target
-  for round in 1 2; do
-    log "egress $1: shoal, then nginx (round $round of 2, ${DURATION}s each)"
-    wrk_run "$1" shoal 64 "http://$SHOAL_HTTP/live/bench/$2"
-    wrk_run "$1" nginx 64 "http://$NGINX_HTTP/live/bench/$2"
-  done
+  # A B, then B A: whichever runs first after a pause is not favoured.
+  log "egress $1: shoal, then nginx (round 1 of 2, ${DURATION}s each)"
+  wrk_run "$1" shoal 64 "http://$SHOAL_HTTP/live/bench/$2"
+  wrk_run "$1" nginx 64 "http://$NGINX_HTTP/live/bench/$2"
+  log "egress $1: nginx, then shoal (round 2 of 2, ${DURATION}s each)"
+  wrk_run "$1" nginx 64 "http://$NGINX_HTTP/live/bench/$2"
+  wrk_run "$1" shoal 64 "http://$SHOAL_HTTP/live/bench/$2"
 done
 log "2,000 keep-alive connections on the 200 KB segment: shoal, then nginx"
 wrk_run viewers-2000 shoal 2000 "http://$SHOAL_HTTP/live/bench/1.ts"

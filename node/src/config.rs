@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Stream keys accepted for ingest (none: ingest refused).
     pub ingest_keys: Vec<String>,
+    /// Keys that sign viewer tokens (none: anyone may watch).
+    pub viewer_keys: Vec<crate::tokens::ViewerKey>,
     /// The IP that peers and viewers should use for this node, when listening on an
     /// unspecified address (0.0.0.0).
     pub advertise_ip: Option<IpAddr>,
@@ -61,6 +63,7 @@ impl NodeConfig {
             data: "127.0.0.1:0".parse().expect("valid"),
             bootstrap: vec![],
             ingest_keys: vec![],
+            viewer_keys: vec![],
             advertise_ip: None,
             // Many nodes share one process (and its CPU figure) in tests and the
             // simulator: CPU must not stop them taking viewers.
@@ -109,6 +112,11 @@ pub struct RunArgs {
     /// A stream key accepted for ingest (repeatable).
     #[arg(long, env = "SHOAL_INGEST_KEY", value_delimiter = ',')]
     pub ingest_key: Vec<String>,
+    /// A public key whose viewer tokens are accepted, as `KID:PUBLIC` (`shoal keygen`
+    /// prints it); repeatable, so keys rotate. With one, playlists and media need a
+    /// token (`?token=`, `Authorization: Bearer`, or the `shoal_token` cookie).
+    #[arg(long, env = "SHOAL_VIEWER_KEY", value_delimiter = ',')]
+    pub viewer_key: Vec<crate::tokens::ViewerKey>,
     /// IP that peers and viewers use to reach this node when it listens on 0.0.0.0.
     #[arg(long, env = "SHOAL_ADVERTISE_IP")]
     pub advertise_ip: Option<IpAddr>,
@@ -186,6 +194,8 @@ struct FileConfig {
     bootstrap: Vec<String>,
     #[serde(default)]
     ingest_key: Vec<String>,
+    #[serde(default)]
+    viewer_key: Vec<String>,
     advertise_ip: Option<IpAddr>,
     window: Option<usize>,
     playlist_len: Option<usize>,
@@ -339,6 +349,14 @@ impl RunArgs {
                 .unwrap_or_else(|| "0.0.0.0:4002".parse().expect("valid")),
             bootstrap: first_nonempty(self.bootstrap, multiaddrs(&file.bootstrap)?),
             ingest_keys: first_nonempty(self.ingest_key, file.ingest_key),
+            viewer_keys: first_nonempty(
+                self.viewer_key,
+                file.viewer_key
+                    .iter()
+                    .map(|k| k.parse())
+                    .collect::<Result<_, String>>()
+                    .map_err(|e| anyhow::anyhow!("viewer_key in the config file: {e}"))?,
+            ),
             advertise_ip: self.advertise_ip.or(file.advertise_ip),
             core,
             hls_js_url: self

@@ -164,10 +164,14 @@ pub fn init_file(hash: &shoal_protocol::content::ContentId) -> String {
 
 /// Renders the live media playlist for `segments` (contiguous, oldest first). Every node
 /// renders the same media sequence for the same segments, so a viewer can move between
-/// nodes. With a session id, segment and init URLs carry it (`?sid=`): relative URLs
-/// lose the playlist's own query string.
-pub fn render_live(segments: &[&Announcement], ended: bool, sid: Option<&str>) -> String {
-    let suffix = sid.map(|s| format!("?sid={s}")).unwrap_or_default();
+/// nodes. Segment and init URLs carry `params` (the viewer's session and token, e.g.
+/// `sid=...&token=...`): relative URLs lose the playlist's own query string.
+pub fn render_live(segments: &[&Announcement], ended: bool, params: &str) -> String {
+    let suffix = if params.is_empty() {
+        String::new()
+    } else {
+        format!("?{params}")
+    };
     let target = segments
         .iter()
         .map(|a| a.duration_ms.div_ceil(1000))

@@ -1,11 +1,12 @@
 //! The `shoal` binary: `shoal run` starts a node, `shoal drain` drains a running one,
-//! `shoal id` prints a node's peer id.
+//! `shoal id` prints a node's peer id, `shoal keygen` and `shoal token` make viewer
+//! token keys and tokens.
 
 mod drain;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use shoal_node::config::RunArgs;
-use shoal_node::{Node, identity};
+use shoal_node::{Node, identity, tokens};
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
@@ -43,6 +44,27 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Write a new key for signing viewer tokens to FILE (PKCS#8 PEM) and print the
+    /// `--viewer-key` value that makes nodes accept its tokens.
+    Keygen {
+        /// Where to write the private key (refused if it exists).
+        file: PathBuf,
+    },
+    /// Print a viewer token for a stream, signed with a key from `shoal keygen`.
+    Token {
+        /// The signing key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The stream it grants.
+        #[arg(long)]
+        stream: String,
+        /// How long it is valid: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = shoal_node::units::parse_duration)]
+        ttl: std::time::Duration,
+        /// Bind it to one client address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+    },
     /// Print the node's peer id (creating its identity key if missing).
     Id {
         /// The node's state directory.
@@ -71,6 +93,27 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Id { data_dir } => {
             let keypair = identity::load_or_create(&data_dir)?;
             println!("{}", keypair.public().to_peer_id());
+            Ok(())
+        }
+        Cmd::Keygen { file } => {
+            let key = tokens::SigningKey::generate();
+            write_new_private(&file, key.to_pem().as_bytes())?;
+            println!("{}", key.viewer_key_arg());
+            Ok(())
+        }
+        Cmd::Token {
+            key,
+            stream,
+            ttl,
+            ip,
+        } => {
+            let pem = std::fs::read_to_string(&key)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+            let key = tokens::SigningKey::from_pem(&pem).map_err(anyhow::Error::msg)?;
+            let token = key
+                .token(&stream, ttl, ip, tokens::unix_now())
+                .map_err(anyhow::Error::msg)?;
+            println!("{token}");
             Ok(())
         }
         Cmd::Run(args) => {
@@ -103,6 +146,20 @@ async fn main() -> anyhow::Result<()> {
             wait,
         } => drain::request(http, &admin_token, wait).await,
     }
+}
+
+/// Writes a new private file (mode 0600 on Unix); refuses to overwrite one.
+fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
 }
 
 /// How the node should stop.

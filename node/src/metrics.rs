@@ -37,6 +37,8 @@ pub struct Metrics {
     pub viewers_redirected: AtomicU64,
     /// Viewers refused with 503: no node had room.
     pub viewers_refused: AtomicU64,
+    /// Viewer requests refused for their token (401 or 403).
+    pub viewer_tokens_refused: AtomicU64,
     /// Gossip messages published.
     pub gossip_published: AtomicU64,
     /// Bytes of gossip published.
@@ -137,6 +139,11 @@ impl Metrics {
                 "shoal_viewers_refused_total",
                 "Viewers refused: no node had room",
                 l(&self.viewers_refused),
+            ),
+            (
+                "shoal_viewer_tokens_refused_total",
+                "Viewer requests refused for a missing, expired or invalid token",
+                l(&self.viewer_tokens_refused),
             ),
             (
                 "shoal_gossip_published_total",

@@ -93,6 +93,8 @@ pub struct Shared {
     pub(crate) ingest: Mutex<crate::ingest::Ingests>,
     pub(crate) conns: Arc<crate::http::conns::Conns>,
     pub(crate) session_ids: crate::http::session::Minter,
+    /// Checks viewer tokens (None: anyone may watch).
+    pub(crate) viewer_tokens: Option<crate::tokens::Verifier>,
     pub(crate) client: data::client::Client,
     pub(crate) inflight: Inflight,
     pub(crate) control: control::Handle,
@@ -221,6 +223,8 @@ impl Node {
                 config.connections,
             )),
             session_ids: crate::http::session::Minter::new(&session_seed),
+            viewer_tokens: (!config.viewer_keys.is_empty())
+                .then(|| crate::tokens::Verifier::new(&config.viewer_keys)),
             client: data::client::Client::new(endpoint.clone()),
             inflight: Inflight::default(),
             control,

@@ -63,6 +63,28 @@ impl Share {
     }
 }
 
+/// Parses a duration: seconds (`90`, `90s`), minutes (`30m`), hours (`1h`) or days
+/// (`7d`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((t, "s"), |i| t.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number with s, m, h or d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?}: too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +111,19 @@ mod tests {
         );
         assert_eq!(Share::parse("5gbit").unwrap().of(1_000), 1_000);
         assert!(Share::parse("120%").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        let secs = |t| parse_duration(t).map(|d| d.as_secs());
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("30m"), Ok(1800));
+        assert_eq!(secs("1h"), Ok(3600));
+        assert_eq!(secs("7d"), Ok(604_800));
+        assert!(secs("1.5h").is_err());
+        assert!(secs("h").is_err());
+        assert!(secs("3y").is_err());
+        assert!(secs("99999999999999999999d").is_err());
     }
 }

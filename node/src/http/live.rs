@@ -2,7 +2,7 @@
 
 use super::conns::Conn;
 use super::query::{Query, REDIRECT_MARKER};
-use super::{HttpError, range, session};
+use super::{HttpError, range, session, viewer_token};
 use crate::core::balance::{Admission, Target};
 use crate::core::viewers::Sid;
 use crate::fetch::FetchError;
@@ -93,6 +93,19 @@ pub async fn get(
         .map_err(|e| HttpError::BadRequest(format!("invalid stream name: {e}")))?;
     let what = wanted(&file).ok_or(HttpError::NotFound("no such file"))?;
     let mut query = Query::parse(raw.as_deref())?;
+    if let Some(verifier) = &node.viewer_tokens {
+        let token = viewer_token::carried(query.token.as_deref(), &headers);
+        if let Err(refusal) = verifier.check(token.as_deref(), name.as_str(), client.ip()) {
+            add(&node.metrics.viewer_tokens_refused, 1);
+            debug!(%name, %client, %refusal, "viewer token refused");
+            return Err(viewer_token::refused(&refusal));
+        }
+        // Carried into the playlist's segment URLs and across redirects: players drop
+        // cookies and headers on segment requests, and other nodes have other cookies.
+        if let Some(token) = token {
+            query.set_token(token);
+        }
+    }
     let conn = conn.as_ref().map(|c| &*c.0);
     let carried = carried_session(conn, &query);
     // Requests of players that open a connection for each are told apart from requests
@@ -153,7 +166,7 @@ pub async fn get(
         }
     };
     let response = match resolved {
-        Resolved::Playlist => playlist(&node, &name, query.sid.as_deref()).await?,
+        Resolved::Playlist => playlist(&node, &name, &query.media_params()).await?,
         Resolved::Redirect(to) => {
             add(&node.metrics.viewers_redirected, 1);
             debug!(%name, %to, "viewer redirected");
@@ -233,7 +246,7 @@ fn unavailable(e: FetchError) -> HttpError {
     }
 }
 
-fn render(node: &Shared, name: &stream::Name, sid: Option<&str>) -> Option<String> {
+fn render(node: &Shared, name: &stream::Name, params: &str) -> Option<String> {
     let core = node.core.lock().expect("poisoned");
     let stream = core.stream(name)?;
     let segments = stream.playlist(core.config().playlist_len);
@@ -241,15 +254,15 @@ fn render(node: &Shared, name: &stream::Name, sid: Option<&str>) -> Option<Strin
         return None;
     }
     let ended = stream.ended() && segments.last().map(|a| a.id.seq) == stream.newest();
-    Some(hls::render_live(&segments, ended, sid))
+    Some(hls::render_live(&segments, ended, params))
 }
 
 async fn playlist(
     node: &Arc<Shared>,
     name: &stream::Name,
-    sid: Option<&str>,
+    params: &str,
 ) -> Result<Response, HttpError> {
-    let text = match render(node, name, sid) {
+    let text = match render(node, name, params) {
         Some(text) => text,
         None => {
             let holders = node
@@ -261,7 +274,7 @@ async fn playlist(
                 return Err(HttpError::NotFound("unknown stream"));
             }
             let _ = tokio::time::timeout(SYNC_WAIT, node.sync(name, None)).await;
-            render(node, name, sid).ok_or(HttpError::NotFound("unknown stream"))?
+            render(node, name, params).ok_or(HttpError::NotFound("unknown stream"))?
         }
     };
     let mut response = text.into_response();

@@ -10,6 +10,7 @@ pub mod query;
 pub mod range;
 pub mod route;
 pub mod session;
+pub mod viewer_token;
 pub mod watch;
 
 use crate::node::Shared;

@@ -8,6 +8,8 @@ use super::HttpError;
 pub const REDIRECT_MARKER: &str = "redirected";
 /// The optional session parameter: viewers sharing an IP count apart.
 pub const SESSION: &str = "sid";
+/// The optional viewer token parameter (see `crate::tokens`).
+pub const TOKEN: &str = "token";
 /// Longest query string accepted.
 pub const MAX_QUERY: usize = 2048;
 /// Most parameters accepted.
@@ -20,6 +22,8 @@ pub struct Query {
     pub redirected: bool,
     /// The session id, if any.
     pub sid: Option<String>,
+    /// The viewer token, if any (unchecked).
+    pub token: Option<String>,
     /// Every other parameter, raw, in order (including `sid`).
     pub rest: Vec<(String, String)>,
 }
@@ -30,6 +34,30 @@ impl Query {
         self.rest.retain(|(k, _)| k != SESSION);
         self.rest.insert(0, (SESSION.to_string(), sid.clone()));
         self.sid = Some(sid);
+    }
+
+    /// Sets the viewer token (replacing any), so it travels with redirects.
+    pub fn set_token(&mut self, token: String) {
+        self.rest.retain(|(k, _)| k != TOKEN);
+        self.rest.push((TOKEN.to_string(), token.clone()));
+        self.token = Some(token);
+    }
+
+    /// The parameters a playlist puts on its segment URLs: the session and the token,
+    /// as a query string without `?` (empty if neither).
+    pub fn media_params(&self) -> String {
+        let mut out = String::new();
+        for (k, v) in [(SESSION, &self.sid), (TOKEN, &self.token)] {
+            if let Some(v) = v {
+                if !out.is_empty() {
+                    out.push('&');
+                }
+                out.push_str(k);
+                out.push('=');
+                out.push_str(v);
+            }
+        }
+        out
     }
 
     /// The parameters carried on to the next URL (everything but the redirect marker),
@@ -77,6 +105,9 @@ impl Query {
                     continue;
                 }
                 q.sid = Some(v.to_string());
+            }
+            if k == TOKEN {
+                q.token = Some(v.to_string());
             }
             q.rest.push((k.to_string(), v.to_string()));
         }

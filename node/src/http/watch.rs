@@ -42,8 +42,11 @@ const PAGE: &str = r#"<!doctype html>
 <script src="{{HLS_JS}}"></script>
 <script>
 (function () {
-  var src = new URL("/live/{{STREAM}}/index.m3u8", location.href).href;
   var params = new URLSearchParams(location.search);
+  var playlist = new URL("/live/{{STREAM}}/index.m3u8", location.href);
+  // A viewer token given to the page (`/watch/S?token=...`) goes with the playlist.
+  if (params.get("token")) playlist.searchParams.set("token", params.get("token"));
+  var src = playlist.href;
   var report = params.get("report");
   var video = document.getElementById("video");
   document.getElementById("src").textContent = src;
