@@ -293,6 +293,48 @@ async fn players_opening_a_connection_per_request_are_counted_once_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_slow_to_fetch_their_first_segment_are_not_merged() {
+    init_logging();
+    let nodes = mesh(vec![config("slow-start")]).await.unwrap();
+    let addr = nodes[0].http_addr();
+    stream_into(addr, 3).await;
+    // Eight players behind one address, each on a connection it keeps, starting 150 ms
+    // apart; each fetches its first segment 1.5 s after its playlist (a 700 ms RTT
+    // mobile link, or a node too busy to answer sooner). Meanwhile the next players
+    // arrive with bare playlist requests on new connections: they must start sessions
+    // of their own, not continue a session whose player has not come back yet.
+    let mut players = vec![];
+    for _ in 0..8 {
+        players.push(tokio::spawn(async move {
+            let mut conn = http::KeepAlive::connect(addr).await.unwrap();
+            let r = conn.get("/live/live/index.m3u8").await.unwrap();
+            assert_eq!(r.status, 200);
+            let uri = first_segment(&r.text());
+            let sid = sid_of(&uri).expect("a session id in the segment URLs");
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let seg = conn.get(&format!("/live/live/{uri}")).await.unwrap();
+            assert_eq!(seg.status, 200);
+            sid
+        }));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut ids = std::collections::HashSet::new();
+    for p in players {
+        ids.insert(p.await.unwrap());
+    }
+    let s = status(addr).await.unwrap();
+    let viewers = stream_status(&s, "live").unwrap()["viewers"]
+        .as_u64()
+        .unwrap();
+    println!(
+        "8 slow-starting players: {} ids, {viewers} viewers",
+        ids.len()
+    );
+    assert_eq!(ids.len(), 8, "each player its own session: {ids:?}");
+    assert_eq!(viewers, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_names_are_freed_and_unlisted_uploads_are_bounded() {
     init_logging();
     let mut c = config("ingest-state");

@@ -7,7 +7,7 @@ use shoal_tests::process::ShoalProcess;
 use shoal_tests::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const NODES: usize = 5;
@@ -17,8 +17,13 @@ const SEGMENT_SECS: u64 = 2;
 /// Bytes per segment (64 kbit/s: the test measures requests and connections, not
 /// loopback bandwidth).
 const SEGMENT_BYTES: usize = 16 * 1024;
-/// How long each player watches.
-const WATCH: Duration = Duration::from_secs(20);
+/// Players keep watching until the test has taken its measurements, but never longer
+/// than this.
+const MAX_WATCH: Duration = Duration::from_secs(150);
+/// How long every player must have been watching before the nodes are measured: a few
+/// reloads each. On a busy machine the 5,000 startups take longer; the test waits for
+/// them rather than for a fixed time.
+const STARTUP: Duration = Duration::from_secs(120);
 
 /// Pushes segment `seq` and a playlist of the last four, as an encoder does.
 async fn push(addr: SocketAddr, seq: u64) {
@@ -60,11 +65,15 @@ async fn push(addr: SocketAddr, seq: u64) {
 struct Tally {
     segments: AtomicU64,
     errors: AtomicU64,
+    /// Players that fetched their first segment.
+    playing: AtomicU64,
     players_without_media: AtomicU64,
+    /// Set when the measurements are taken: players stop at their next reload.
+    stop: AtomicBool,
 }
 
 /// One player: the playlist without a session id, then every segment it has not
-/// fetched yet, reloading once per segment duration, for [`WATCH`].
+/// fetched yet, reloading once per segment duration, until told to stop.
 async fn play(addr: SocketAddr, tally: Arc<Tally>) {
     let fail = |what: String| {
         tally.errors.fetch_add(1, Ordering::Relaxed);
@@ -77,7 +86,7 @@ async fn play(addr: SocketAddr, tally: Arc<Tally>) {
     let started = Instant::now();
     let mut next: Option<u64> = None;
     let mut fetched = 0;
-    while started.elapsed() < WATCH {
+    while !tally.stop.load(Ordering::Relaxed) && started.elapsed() < MAX_WATCH {
         let r = match conn.get("/live/live/index.m3u8").await {
             Ok(r) if r.status == 200 => r,
             Ok(r) => return fail(format!("playlist: {}", r.status)),
@@ -97,6 +106,9 @@ async fn play(addr: SocketAddr, tally: Arc<Tally>) {
             match conn.get(&format!("/live/live/{uri}")).await {
                 Ok(s) if s.status == 200 && s.body.len() == SEGMENT_BYTES => {
                     tally.segments.fetch_add(1, Ordering::Relaxed);
+                    if fetched == 0 {
+                        tally.playing.fetch_add(1, Ordering::Relaxed);
+                    }
                     fetched += 1;
                 }
                 Ok(s) => return fail(format!("segment {seq}: {}", s.status)),
@@ -189,10 +201,27 @@ async fn five_thousand_viewers_over_five_nodes_play_without_errors() {
         players.push(tokio::spawn(play(addrs[i % NODES], tally.clone())));
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    // Every player connected and watching: what each node holds for them.
+    // Every player connected and watching (on a busy machine the startups take a
+    // while: wait for them, bounded), then what each node holds for them.
+    let t = tally.clone();
+    let failed = wait_for("every player to fetch media", STARTUP, || {
+        let t = t.clone();
+        async move {
+            let playing = t.playing.load(Ordering::Relaxed);
+            let errors = t.errors.load(Ordering::Relaxed);
+            if errors > 0 || playing >= VIEWERS as u64 {
+                Ok(Some(errors))
+            } else {
+                Err(format!("{playing} of {VIEWERS} playing"))
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(failed, 0, "players failed while starting (see above)");
     let during = wait_for(
         "every player to be a viewer",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || async {
             let mut viewers = vec![];
             let mut open = vec![];
@@ -215,6 +244,9 @@ async fn five_thousand_viewers_over_five_nodes_play_without_errors() {
     .unwrap();
     let (viewers, open) = during;
     let after = resident_all(&addrs).await;
+    // A few more reloads each, then stop.
+    tokio::time::sleep(Duration::from_secs(2 * SEGMENT_SECS)).await;
+    tally.stop.store(true, Ordering::Relaxed);
     for p in players {
         p.await.unwrap();
     }

@@ -21,8 +21,10 @@
 //! so far opened its connection), and a bare playlist request on a new connection from
 //! their address *adopts* the one of them that reloaded longest ago (at least
 //! [`ADOPT_AFTER`] ago) instead of starting another: such players are counted by number,
-//! not once per reload. Players keeping a connection leave this pool with their second
-//! request, so players behind one NAT are never merged when they keep connections.
+//! not once per reload. Only a session whose second request opened a new connection as
+//! well is adopted, and players keeping a connection leave the pool with their second
+//! request, so players behind one NAT are never merged when they keep connections,
+//! however long their second request takes to come.
 
 use shoal_protocol::stream;
 use std::collections::HashMap;
@@ -127,6 +129,11 @@ struct Session {
     sid: Option<Sid>,
     /// Every request of it so far opened its connection (see the module docs).
     anonymous: bool,
+    /// A request after its first opened a new connection too: a player that opens a
+    /// connection per request. Only such sessions are adopted: a player that just
+    /// started may still send its next request on the same connection, however slow
+    /// the network or this node is to bring it.
+    reconnected: bool,
     /// Its latest playlist request.
     last_playlist: Instant,
 }
@@ -217,9 +224,13 @@ impl Sessions {
         if playlist {
             s.last_playlist = now;
         }
-        if s.anonymous && !viewer.opened_connection {
-            s.anonymous = false;
-            unlist(&mut entry.anonymous, s.addr, key);
+        if s.anonymous {
+            if viewer.opened_connection {
+                s.reconnected = true;
+            } else {
+                s.anonymous = false;
+                unlist(&mut entry.anonymous, s.addr, key);
+            }
         }
         Some(s)
     }
@@ -257,6 +268,7 @@ impl Sessions {
                 shed: false,
                 sid: viewer.sid,
                 anonymous,
+                reconnected: false,
                 last_playlist: now,
             },
         );
@@ -264,9 +276,10 @@ impl Sessions {
         first
     }
 
-    /// The id of the anonymous session of address `addr` in `stream` whose playlist
-    /// request is the oldest, at least [`ADOPT_AFTER`] ago: the one a bare playlist
-    /// request on a new connection from `addr` continues (see the module docs).
+    /// The id of the anonymous session of address `addr` in `stream` that opened a new
+    /// connection for a later request too and whose playlist request is the oldest, at
+    /// least [`ADOPT_AFTER`] ago: the one a bare playlist request on a new connection
+    /// from `addr` continues (see the module docs).
     pub fn adopt(&self, stream: &stream::Name, addr: u128, now: Instant) -> Option<Sid> {
         let entry = self.streams.get(stream)?;
         entry
@@ -274,6 +287,7 @@ impl Sessions {
             .get(&addr)?
             .iter()
             .filter_map(|key| entry.sessions.get(key))
+            .filter(|s| s.reconnected)
             .filter(|s| now.saturating_duration_since(s.last_playlist) >= ADOPT_AFTER)
             .min_by_key(|s| s.last_playlist)
             .and_then(|s| s.sid)
@@ -500,15 +514,20 @@ mod tests {
     fn players_keeping_a_connection_are_never_adopted() {
         let (mut t, s, t0) = (Sessions::default(), name("s"), Instant::now());
         let a = Sid::new("a").unwrap();
-        // Its playlist opened the connection; its segment came on the same one.
+        // Its playlist opened the connection; until its next request comes it may be a
+        // player keeping its connection, however long that takes (a slow network, a
+        // busy node): not adopted.
         t.admit(&s, with_sid(a, 9, true), t0);
-        assert_eq!(t.adopt(&s, 9, t0 + ADOPT_AFTER), Some(a));
-        t.media(&s, with_sid(a, 9, false), t0 + Duration::from_millis(5));
-        assert_eq!(t.adopt(&s, 9, t0 + Duration::from_secs(1)), None);
+        assert_eq!(t.adopt(&s, 9, t0 + Duration::from_secs(5)), None);
+        // Its segment came on the same connection.
+        t.media(&s, with_sid(a, 9, false), t0 + Duration::from_secs(5));
+        assert_eq!(t.adopt(&s, 9, t0 + Duration::from_secs(6)), None);
         // Nor is a session too fresh, or one of another address.
         let b = Sid::new("b").unwrap();
         t.admit(&s, with_sid(b, 9, true), t0);
+        t.media(&s, with_sid(b, 9, true), t0 + Duration::from_millis(10));
         assert_eq!(t.adopt(&s, 9, t0 + Duration::from_millis(50)), None);
+        assert_eq!(t.adopt(&s, 9, t0 + ADOPT_AFTER), Some(b));
         assert_eq!(t.adopt(&s, 8, t0 + Duration::from_secs(1)), None);
         t.remove(&s, with_sid(b, 9, true));
         assert!(t.streams[&s].anonymous.is_empty());
