@@ -178,6 +178,8 @@ async fn a_draining_node_redirects_new_viewers_serves_its_own_then_leaves_and_re
     init_logging();
     let mut drained = config("drain-a");
     drained.admin_token = Some("admin-secret".into());
+    // The test reads its status without the token.
+    drained.public_status = true;
     let drained_dir = drained.data_dir.clone();
     let mut nodes = mesh(vec![config("drain-b"), drained]).await.unwrap();
     let (b, a) = (nodes[0].http_addr(), nodes[1].http_addr());
@@ -338,7 +340,13 @@ async fn ingest_goes_on_while_viewers_fill_the_nodes_capacity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_and_shoal_drain_drain_real_processes() {
-    let flags = ["--admin-token", "tok", "--drain-timeout", "1"];
+    let flags = [
+        "--admin-token",
+        "tok",
+        "--public-status",
+        "--drain-timeout",
+        "1",
+    ];
     let mut a = ShoalProcess::start("term-a", None, &flags).unwrap();
     let mut b = ShoalProcess::start("term-b", Some(&a.bootstrap), &flags).unwrap();
     wait_known(a.http, &[&b.peer_id]).await.unwrap();

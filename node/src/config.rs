@@ -35,8 +35,15 @@ pub struct NodeConfig {
     pub core: core::Config,
     /// Where the `/watch` page loads hls.js from.
     pub hls_js_url: String,
-    /// Token for the admin API (`POST /api/drain`); none: the admin API is off.
+    /// Token for the admin API (`POST /api/drain`); none: the admin API is off. With
+    /// one, `/api/status` and `/metrics` need it too, unless [`Self::public_status`].
     pub admin_token: Option<String>,
+    /// `/api/status` and `/metrics` open to anyone on the viewers' listener, even with
+    /// an admin token.
+    pub public_status: bool,
+    /// A separate listener for operators (status, metrics, admin API), e.g. on a
+    /// private interface; the viewers' listener then serves none of them.
+    pub admin_http: Option<SocketAddr>,
     /// How long a draining node keeps serving its admitted viewers before handing them
     /// off.
     pub drain_timeout: Duration,
@@ -73,6 +80,8 @@ impl NodeConfig {
             },
             hls_js_url: crate::http::watch::DEFAULT_HLS_JS_URL.to_string(),
             admin_token: None,
+            public_status: false,
+            admin_http: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             faults: Faults::default(),
             data_delay: None,
@@ -149,8 +158,18 @@ pub struct RunArgs {
     #[arg(long, env = "SHOAL_CPU_LIMIT")]
     pub cpu_limit: Option<u16>,
     /// Token for the admin API (POST /api/drain); without it the admin API is off.
+    /// With it, /api/status and /metrics need it too (`Authorization: Bearer`) unless
+    /// --public-status.
     #[arg(long, env = "SHOAL_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// Serve /api/status and /metrics to anyone even with --admin-token.
+    #[arg(long, env = "SHOAL_PUBLIC_STATUS")]
+    pub public_status: bool,
+    /// A separate HTTP address for operators: /api/status and /metrics (open there) and
+    /// the admin API (still needing --admin-token); the viewers' address then serves
+    /// none of them.
+    #[arg(long, env = "SHOAL_ADMIN_HTTP")]
+    pub admin_http: Option<SocketAddr>,
     /// Seconds a draining node keeps serving its viewers before handing them off
     /// [default: 30].
     #[arg(long, env = "SHOAL_DRAIN_TIMEOUT")]
@@ -207,6 +226,8 @@ struct FileConfig {
     ingest_reserve: Option<String>,
     cpu_limit: Option<u16>,
     admin_token: Option<String>,
+    public_status: Option<bool>,
+    admin_http: Option<SocketAddr>,
     drain_timeout: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
@@ -367,6 +388,8 @@ impl RunArgs {
                 .admin_token
                 .or(file.admin_token)
                 .filter(|t| !t.is_empty()),
+            public_status: self.public_status || file.public_status.unwrap_or(false),
+            admin_http: self.admin_http.or(file.admin_http),
             drain_timeout: self
                 .drain_timeout
                 .or(file.drain_timeout)
@@ -408,6 +431,22 @@ mod tests {
         assert_eq!(c.ingest_keys, vec!["k".to_string()]);
         assert_eq!(c.bootstrap.len(), 1);
         assert_eq!(c.p2p[0].to_string(), "/ip4/0.0.0.0/udp/4001/quic-v1");
+        assert!(!c.public_status && c.admin_http.is_none());
+
+        std::fs::write(
+            &file,
+            "admin_token = \"t\"\npublic_status = true\nadmin_http = \"127.0.0.1:9090\"\n",
+        )
+        .unwrap();
+        let c = RunArgs {
+            config: Some(file.clone()),
+            ..RunArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("t"));
+        assert!(c.public_status);
+        assert_eq!(c.admin_http, Some("127.0.0.1:9090".parse().unwrap()));
 
         std::fs::write(&file, "htp = 1\n").unwrap();
         let err = RunArgs {

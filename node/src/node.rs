@@ -100,6 +100,8 @@ pub struct Shared {
     pub(crate) control: control::Handle,
     pub(crate) metrics: Metrics,
     pub(crate) http_addr: SocketAddr,
+    /// The operators' listener, if it has one of its own.
+    pub(crate) admin_addr: Option<SocketAddr>,
     pub(crate) data_addr: SocketAddr,
     pub(crate) fingerprint: ContentId,
     pub(crate) started: Instant,
@@ -206,6 +208,16 @@ impl Node {
             .await
             .map_err(bind("http", config.http))?;
         let http_addr = listener.local_addr().map_err(bind("http", config.http))?;
+        let (admin_listener, admin_addr) = match config.admin_http {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(bind("admin http", addr))?;
+                let local = l.local_addr().map_err(bind("admin http", addr))?;
+                (Some(l), Some(local))
+            }
+            None => (None, None),
+        };
         let (control, events, driver) = control::start(control::Config {
             keypair: keypair.clone(),
             listen: config.p2p.clone(),
@@ -230,6 +242,7 @@ impl Node {
             control,
             metrics: Metrics::default(),
             http_addr,
+            admin_addr,
             data_addr,
             fingerprint: tls.fingerprint,
             started: Instant::now(),
@@ -248,7 +261,7 @@ impl Node {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let faults = shared.config.faults;
         let provider: Arc<dyn Provider> = Arc::new(DataProvider(shared.clone()));
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(driver.run()),
             tokio::spawn(data::server::run(endpoint.clone(), provider, faults)),
             tokio::spawn(crate::http::serve(
@@ -256,8 +269,18 @@ impl Node {
                 shared.clone(),
                 shutdown_rx.clone(),
             )),
-            tokio::spawn(shared.clone().drive(events, shutdown_rx)),
+            tokio::spawn(shared.clone().drive(events, shutdown_rx.clone())),
         ];
+        if let Some(listener) = admin_listener {
+            tasks.push(tokio::spawn(crate::http::serve_admin(
+                listener,
+                shared.clone(),
+                shutdown_rx,
+            )));
+        }
+        if shared.config.admin_token.is_none() && admin_addr.is_none() {
+            info!("no --admin-token: status and metrics are open to anyone, the admin API is off");
+        }
         let deadline = Instant::now() + LISTEN_WAIT;
         while shared.control.listen_addrs().len() < shared.config.p2p.len()
             && Instant::now() < deadline
@@ -267,6 +290,7 @@ impl Node {
         info!(
             %peer_id,
             http = %http_addr,
+            admin = ?admin_addr,
             data = %data_addr,
             p2p = ?shared.p2p_addrs(),
             "node started"
@@ -287,6 +311,11 @@ impl Node {
     /// The HTTP address it serves on.
     pub fn http_addr(&self) -> SocketAddr {
         self.shared.http_addr
+    }
+
+    /// The operators' address, if it has a listener of its own (`--admin-http`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.shared.admin_addr
     }
 
     /// The data-plane address it serves on.

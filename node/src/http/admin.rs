@@ -1,5 +1,10 @@
 //! Operators' endpoints: `GET /api/status` (JSON), `GET /metrics` (Prometheus) and
 //! `POST /api/drain` (admin token).
+//!
+//! Who may read status and metrics: on a listener of their own (`--admin-http`, for a
+//! private interface) anyone who reaches it; on the viewers' listener, anyone if the
+//! node has no admin token or runs with `--public-status`, else only requests bearing
+//! the admin token. The admin API always needs the token.
 
 use super::HttpError;
 use super::auth::require_bearer;
@@ -7,13 +12,50 @@ use crate::core::balance::viewer_budget;
 use crate::core::streams::Source;
 use crate::node::Shared;
 use axum::Json;
-use axum::extract::State;
+use axum::Router;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use shoal_protocol::status::Load;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The operators' endpoints.
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/drain", post(drain))
+        .route("/metrics", get(metrics))
+}
+
+/// Guards the operators' endpoints on the viewers' listener: gone from it when they have
+/// a listener of their own; status and metrics need the admin token when the node has
+/// one, unless it runs with `--public-status`.
+pub async fn on_viewer_listener(
+    State(node): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if node.config.admin_http.is_some() {
+        return HttpError::NotFound("served on the operators' listener (--admin-http)")
+            .into_response();
+    }
+    let drain = request.uri().path() == "/api/drain";
+    if let (false, false, Some(token)) =
+        (drain, node.config.public_status, &node.config.admin_token)
+        && let Err(e) = require_bearer(
+            request.headers(),
+            std::slice::from_ref(token),
+            "status and metrics need Authorization: Bearer ADMIN_TOKEN (or --public-status)",
+        )
+    {
+        return e.into_response();
+    }
+    next.run(request).await
+}
 
 /// `GET /api/status`: the node, its peers, and its streams with the provenance of every
 /// segment.

@@ -30,7 +30,8 @@ use std::time::Duration;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-/// The router for one node.
+/// The router of the viewers' listener: viewers, encoders, and the operators'
+/// endpoints unless they have a listener of their own (see [`admin::on_viewer_listener`]).
 pub fn router(node: Arc<Shared>) -> Router {
     Router::new()
         .route(
@@ -40,12 +41,21 @@ pub fn router(node: Arc<Shared>) -> Router {
         .route("/live/{stream}/{file}", get(live::get))
         .route("/watch/{stream}", get(watch::page))
         .route("/route/{stream}", get(route::get))
-        .route("/api/status", get(admin::status))
-        .route("/api/drain", axum::routing::post(admin::drain))
-        .route("/metrics", get(admin::metrics))
+        .merge(admin::routes().route_layer(middleware::from_fn_with_state(
+            node.clone(),
+            admin::on_viewer_listener,
+        )))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { HttpError::NotFound("no such endpoint") })
         .layer(middleware::from_fn(cors))
+        .with_state(node)
+}
+
+/// The router of the operators' listener (`--admin-http`).
+pub fn admin_router(node: Arc<Shared>) -> Router {
+    admin::routes()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { HttpError::NotFound("no such endpoint") })
         .with_state(node)
 }
 
@@ -65,10 +75,34 @@ const MAX_CONN_BUFFER: usize = 64 * 1024;
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Arc<Shared>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let conns = node.conns.clone();
-    let app = router(node);
+    accept(listener, router(node), conns, shutdown).await
+}
+
+/// Serves the operators' listener until `shutdown` flips, with connection bounds of its
+/// own: a flood of viewers cannot lock operators out.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    node: Arc<Shared>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let conns = conns::Conns::new(conns::Limits {
+        max: 256,
+        per_addr: 64,
+        ..conns::Limits::default()
+    });
+    accept(listener, admin_router(node), conns, shutdown).await
+}
+
+/// Accepts connections on `listener` and serves `app` on each, within `conns`' bounds.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    conns: Arc<conns::Conns>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
