@@ -75,7 +75,12 @@ impl MediaPlaylist {
     /// Sequence numbers of the first and last entries (None when empty).
     pub fn seq_range(&self) -> Option<(u64, u64)> {
         let count = self.entries.len() as u64;
-        (count > 0).then(|| (self.media_sequence, self.media_sequence + count - 1))
+        (count > 0).then(|| {
+            (
+                self.media_sequence,
+                self.media_sequence.saturating_add(count - 1),
+            )
+        })
     }
 }
 
@@ -104,7 +109,9 @@ pub fn parse_media_playlist(bytes: &[u8]) -> Result<MediaPlaylist, PlaylistError
             out.media_sequence = seq
                 .trim()
                 .parse()
-                .map_err(|_| PlaylistError::Unsupported(line.chars().take(80).collect()))?;
+                .ok()
+                .filter(|s| *s <= shoal_protocol::segment::MAX_SEQ)
+                .ok_or_else(|| PlaylistError::Unsupported(line.chars().take(80).collect()))?;
         } else if line == "#EXT-X-DISCONTINUITY" {
             discontinuity = true;
         } else if line == "#EXT-X-ENDLIST" {
@@ -252,6 +259,14 @@ mod tests {
         );
         assert!(matches!(
             parse_media_playlist(b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x\n"),
+            Err(PlaylistError::Unsupported(_))
+        ));
+        // A sequence number at the top of the range: refused, not overflowed.
+        assert!(matches!(
+            parse_media_playlist(
+                b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n\
+                  #EXTINF:2,\na.ts\n#EXTINF:2,\nb.ts\n"
+            ),
             Err(PlaylistError::Unsupported(_))
         ));
         assert_eq!(

@@ -12,6 +12,11 @@ use std::fmt;
 /// media sequence number of the segment.
 pub type Seq = u64;
 
+/// The largest sequence number a node accepts (2^53): a segment a millisecond for 285
+/// years, and far enough from `u64::MAX` that arithmetic on a number (the next one, a
+/// window's edge) cannot overflow, whatever a peer or an encoder sends.
+pub const MAX_SEQ: Seq = 1 << 53;
+
 /// A segment's identity in the mesh.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Id {

@@ -77,6 +77,13 @@ impl Status {
         if self.streams.iter().any(|s| s.first_seq > s.last_seq) {
             return Err("stream range reversed");
         }
+        if self
+            .streams
+            .iter()
+            .any(|s| s.last_seq > crate::segment::MAX_SEQ)
+        {
+            return Err("sequence number out of range");
+        }
         if self.warm.len() > MAX_WARM || self.warm.iter().any(|w| w.peers.len() > MAX_WARM_PEERS) {
             return Err("too many pre-warm requests");
         }

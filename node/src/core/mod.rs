@@ -194,6 +194,9 @@ pub enum Rejected {
     /// Seen already.
     #[error("duplicate")]
     Duplicate,
+    /// A sequence number above [`segment::MAX_SEQ`].
+    #[error("sequence number {0} out of range")]
+    SeqOutOfRange(u64),
 }
 
 /// The core state machine of one node.
@@ -408,6 +411,9 @@ impl Core {
 
     /// A verified end-of-stream arrived (from the mesh or from local ingest).
     pub fn handle_end(&mut self, end: Verified<StreamEnd>) {
+        if end.value.last_seq > segment::MAX_SEQ {
+            return;
+        }
         if let Some(stream) = self.streams.get_mut(&end.value.stream) {
             let newer = stream
                 .end
@@ -601,6 +607,9 @@ impl Core {
         now: Instant,
     ) -> Result<bool, Rejected> {
         let a = &announcement.value;
+        if a.id.seq > segment::MAX_SEQ {
+            return Err(Rejected::SeqOutOfRange(a.id.seq));
+        }
         if a.size > self.config.max_segment_size {
             return Err(Rejected::TooLarge(a.size));
         }

@@ -456,3 +456,22 @@ fn a_stream_with_no_new_segment_for_two_durations_is_stalled() {
     .ok();
     assert!(core.source_stalled(&name("s"), t1 + Duration::from_secs(6)));
 }
+
+#[test]
+fn sequence_numbers_beyond_the_bound_are_refused() {
+    // A peer signs what it likes: an announcement at the top of the number space must
+    // not overflow the arithmetic on it (the next number, the prefetch edge).
+    let t0 = Instant::now();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_media(&name("s"), 42, t0);
+    for seq in [u64::MAX, u64::MAX - 1, segment::MAX_SEQ + 1] {
+        assert_eq!(
+            core.handle_announcement(announcement_by(1, "s", seq, None), t0),
+            Err(Rejected::SeqOutOfRange(seq))
+        );
+    }
+    core.handle_announcement(announcement_by(1, "s", segment::MAX_SEQ, None), t0)
+        .unwrap();
+    drain(&mut core);
+    core.handle_tick(t0 + Duration::from_secs(1));
+}
