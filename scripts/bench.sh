@@ -94,15 +94,15 @@ for f in 0.ts 1.ts index.m3u8; do
     || { log "shoal does not serve $f byte for byte"; exit 1; }
 done
 
-# wrk_run NAME SERVER CONNECTIONS URL -> one JSON line
+# wrk_run NAME SERVER CONNECTIONS URL [BENCH] -> one JSON line
 wrk_run() {
-  local name=$1 server=$2 conns=$3 url=$4
+  local name=$1 server=$2 conns=$3 url=$4 bench=${5:-egress}
   local out
   out=$(wrk -t2 -c"$conns" -d"${DURATION}s" --latency "$url" 2>&1)
-  WRK_OUT=$out python3 - "$name" "$server" "$conns" <<'PY' >>"$RESULTS"
+  WRK_OUT=$out python3 - "$name" "$server" "$conns" "$bench" <<'PY' >>"$RESULTS"
 import json, os, re, sys
 out = os.environ["WRK_OUT"]
-name, server, conns = sys.argv[1], sys.argv[2], int(sys.argv[3])
+name, server, conns, bench = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 def unit(v, u):
     return float(v) * {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "B": 1}[u]
 def lat(v, u):
@@ -113,7 +113,7 @@ bps = unit(m.group(1), m.group(2))
 p99 = re.search(r"99%\s+([\d.]+)(\w+)", out)
 errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-print(json.dumps({"bench": "egress", "target": name, "server": server, "connections": conns,
+print(json.dumps({"bench": bench, "target": name, "server": server, "connections": conns,
   "requests_per_s": rps, "bytes_per_s": bps, "p99_ms": lat(p99.group(1), p99.group(2)) if p99 else None,
   "socket_errors": sum(map(int, errors.groups())) if errors else 0,
   "non_2xx": int(non2xx.group(1)) if non2xx else 0}))
@@ -132,6 +132,33 @@ done
 log "2,000 keep-alive connections on the 200 KB segment: shoal, then nginx"
 wrk_run viewers-2000 shoal 2000 "http://$SHOAL_HTTP/live/bench/1.ts"
 wrk_run viewers-2000 nginx 2000 "http://$NGINX_HTTP/live/bench/1.ts"
+
+# ---- 1b. viewer tokens: what checking one costs per request ---------------------------
+# A second node, the same binary, with --viewer-key; every request carries a token it
+# verifies (EdDSA signature, expiry, stream). Against the first node without tokens.
+TOKEN_HTTP=127.0.0.1:$((BASE_PORT + 4))
+VIEWER_KEY=$("$SHOAL" keygen "$WORK/viewer.pem" | tail -1)
+"$SHOAL" run --data-dir "$WORK/node-tokens" --http "$TOKEN_HTTP" \
+  --p2p "/ip4/127.0.0.1/udp/$((BASE_PORT + 5))/quic-v1" --data "127.0.0.1:$((BASE_PORT + 6))" \
+  --ingest-key "$KEY" --viewer-key "$VIEWER_KEY" >"$WORK/node-tokens.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do curl -fsS "http://$TOKEN_HTTP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+SHOAL_HTTP_PLAIN=$SHOAL_HTTP SHOAL_HTTP=$TOKEN_HTTP
+put big.ts "$WORK/big.ts"; put small.ts "$WORK/small.ts"; put index.m3u8 "$WORK/enc.m3u8"
+SHOAL_HTTP=$SHOAL_HTTP_PLAIN
+TOKEN=$("$SHOAL" token --key "$WORK/viewer.pem" --stream bench --ttl 1h)
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$TOKEN_HTTP/live/bench/1.ts?sid=$SID")" = 401 ] \
+  || { log "the token node serves without a token"; exit 1; }
+curl -fsS "http://$TOKEN_HTTP/live/bench/1.ts?sid=$SID&token=$TOKEN" | cmp -s - "$WORK/small.ts" \
+  || { log "the token node does not serve the segment with a token"; exit 1; }
+for target in "playlist index.m3u8" "segment-200KB 1.ts"; do
+  set -- $target
+  log "viewer tokens, $1: with, then without; without, then with (${DURATION}s each)"
+  wrk_run "$1" tokens 64 "http://$TOKEN_HTTP/live/bench/$2?sid=$SID&token=$TOKEN" tokens
+  wrk_run "$1" plain 64 "http://$SHOAL_HTTP/live/bench/$2?sid=$SID" tokens
+  wrk_run "$1" plain 64 "http://$SHOAL_HTTP/live/bench/$2?sid=$SID" tokens
+  wrk_run "$1" tokens 64 "http://$TOKEN_HTTP/live/bench/$2?sid=$SID&token=$TOKEN" tokens
+done
 
 # ---- 5. memory ------------------------------------------------------------------------
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -60,6 +60,25 @@ if v:
         md += ["", f"Ratios Shoal / nginx: req/s **{v['shoal']['requests_per_s'] / v['nginx']['requests_per_s']:.2f}**, "
                f"p99 **{v['shoal']['p99_ms'] / v['nginx']['p99_ms']:.2f}**"]
 
+if by("tokens"):
+    summary["tokens"] = []
+    md += ["", "## Viewer tokens: the cost of checking one on every request", "",
+           "The same binary with `--viewer-key`, every request carrying a token it verifies "
+           "(EdDSA signature, expiry, stream), against a node without tokens; wrk -t2 -c64, "
+           "A B B A.", "",
+           "| target | with tokens req/s | without req/s | ratio | p99 with / without |",
+           "|---|---|---|---|---|"]
+    for target in dict.fromkeys(r["target"] for r in by("tokens")):
+        t = [r for r in by("tokens") if r["target"] == target and r["server"] == "tokens"]
+        p = [r for r in by("tokens") if r["target"] == target and r["server"] == "plain"]
+        trps, prps = med([r["requests_per_s"] for r in t]), med([r["requests_per_s"] for r in p])
+        tp99, pp99 = med([r["p99_ms"] for r in t]), med([r["p99_ms"] for r in p])
+        errors = sum(r["socket_errors"] + r["non_2xx"] for r in t + p)
+        summary["tokens"].append({"target": target, "tokens_rps": trps, "plain_rps": prps,
+                                  "ratio": trps / prps, "errors": errors})
+        md.append(f"| {target} | {trps:,.0f} | {prps:,.0f} | **{trps / prps:.2f}** | "
+                  f"{tp99:.1f} / {pp99:.1f} ms |")
+
 for r in by("relay"):
     summary["relay"] = r
     md += ["", "## Relay: Shoal's pull path against plain quinn", "",

@@ -529,7 +529,7 @@ impl Driver {
 }
 
 /// Decodes and verifies a gossip message.
-fn verify(bytes: &[u8]) -> Result<Event, String> {
+pub fn verify(bytes: &[u8]) -> Result<Event, String> {
     let message: Gossip =
         codec::decode_limited(bytes, gossip::MAX_GOSSIP).map_err(|e| e.to_string())?;
     Ok(match message {

@@ -1,6 +1,7 @@
 //! Support for Shoal's integration tests: real nodes on 127.0.0.1, a minimal HTTP/1.1
 //! client, ffmpeg as the encoder, and waiting on observable state with a deadline.
 
+pub mod fuzz;
 pub mod http;
 pub mod process;
 

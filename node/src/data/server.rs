@@ -114,7 +114,8 @@ fn bytes_response(bytes: Option<Bytes>) -> (Response, Option<Bytes>) {
     }
 }
 
-fn parse_request(raw: &[u8]) -> Result<Request, String> {
+/// Parses a request frame (a big-endian length, then the encoded [`Request`]).
+pub fn parse_request(raw: &[u8]) -> Result<Request, String> {
     let (len, body) = raw.split_at_checked(4).ok_or("short frame")?;
     let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
     if len != body.len() {

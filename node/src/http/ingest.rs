@@ -44,7 +44,8 @@ fn authorize(node: &Shared, headers: &HeaderMap) -> Result<(), HttpError> {
     )
 }
 
-fn validate(stream: &str, file: &str) -> Result<stream::Name, HttpError> {
+/// Checks the stream and file names of an ingest path.
+pub fn validate(stream: &str, file: &str) -> Result<stream::Name, HttpError> {
     let name = stream::Name::new(stream)
         .map_err(|e| HttpError::BadRequest(format!("invalid stream name: {e}")))?;
     if !hls::valid_file_name(file) {

@@ -29,9 +29,12 @@ const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
 /// What a file name under `/live/{stream}/` asks for.
 #[derive(Debug, PartialEq, Eq)]
-enum Wanted {
+pub enum Wanted {
+    /// `index.m3u8`.
     Playlist,
+    /// `{seq}.ts` or `{seq}.m4s`, the sequence number in canonical decimal.
     Segment(segment::Seq),
+    /// `init-{hash}.mp4`.
     Init(ContentId),
 }
 
@@ -44,7 +47,8 @@ enum Resolved {
     Init(ContentId),
 }
 
-fn wanted(file: &str) -> Option<Wanted> {
+/// Parses a file name a viewer asks for; `None` for anything else.
+pub fn wanted(file: &str) -> Option<Wanted> {
     if file == "index.m3u8" {
         return Some(Wanted::Playlist);
     }
