@@ -6,12 +6,16 @@
 //! changes. [`start`] returns a [`Handle`] to send commands, a receiver of [`Event`]s and
 //! the [`Driver`] future, which the caller spawns.
 
+use crate::strikes::{self, Strikes};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identify, kad, noise, ping, tcp,
+    yamux,
+};
 use shoal_protocol::codec;
 use shoal_protocol::gossip::{self, Gossip};
 use shoal_protocol::identity::Keypair;
@@ -46,6 +50,8 @@ const EVENT_QUEUE: usize = 4096;
 /// The behaviours of a Shoal node.
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// Peers banned for misbehaviour (see [`crate::strikes`]): refused and disconnected.
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     identify: identify::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     gossipsub: gossipsub::Behaviour,
@@ -101,9 +107,17 @@ pub struct Handle {
     commands: mpsc::Sender<Command>,
     listen: Arc<Mutex<Vec<Multiaddr>>>,
     bandwidth: Arc<Mutex<libp2p::metrics::Registry>>,
+    strikes: Arc<Mutex<Strikes>>,
 }
 
 impl Handle {
+    /// Gossip messages rejected so far and bans imposed, and the peers struck recently
+    /// or banned.
+    pub fn misbehaviour(&self) -> ((u64, u64), Vec<strikes::Report>) {
+        let s = self.strikes.lock().expect("poisoned");
+        (s.totals(), s.report(Instant::now()))
+    }
+
     /// Bytes the control plane (libp2p: gossip, Kademlia, identify, ping, with their
     /// encryption and multiplexing) has sent and received on the wire so far.
     pub fn wire_bytes(&self) -> (u64, u64) {
@@ -198,6 +212,8 @@ pub struct Driver {
         PeerDelay,
         mpsc::UnboundedSender<(tokio::time::Instant, Event)>,
     )>,
+    /// Peers' rejected gossip and bans (shared with the [`Handle`] for status).
+    strikes: Arc<Mutex<Strikes>>,
 }
 
 /// Builds the swarm, starts listening and dials the bootstrap peers.
@@ -231,10 +247,12 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
                 .max_transmit_size(gossip::MAX_GOSSIP)
                 .build()
                 .map_err(|e| e.to_string())?;
-            let gossipsub = gossipsub::Behaviour::new(
+            let mut gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Anonymous,
                 gossip_config,
             )?;
+            let (params, thresholds) = peer_score();
+            gossipsub.with_peer_score(params, thresholds)?;
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),
@@ -243,6 +261,7 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
             // Serve DHT queries even without a confirmed external address (LANs, loopback).
             kad.set_mode(Some(kad::Mode::Server));
             Ok(Behaviour {
+                blocked: allow_block_list::Behaviour::default(),
                 identify: identify::Behaviour::new(identify::Config::new(
                     IDENTIFY_PROTOCOL.into(),
                     key.public(),
@@ -282,10 +301,12 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let listen = Arc::new(Mutex::new(Vec::new()));
+    let strikes = Arc::new(Mutex::new(Strikes::default()));
     let handle = Handle {
         commands: command_tx,
         listen: listen.clone(),
         bandwidth: Arc::new(Mutex::new(bandwidth)),
+        strikes: strikes.clone(),
     };
     let delayed = config.delay.map(|delay| {
         let (held_tx, held_rx) = mpsc::unbounded_channel();
@@ -308,6 +329,7 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         bootstrap,
         bootstrapped: false,
         delayed,
+        strikes,
     };
     Ok((handle, event_rx, driver))
 }
@@ -327,8 +349,41 @@ impl Driver {
                     None => return,
                 },
                 _ = walk.tick() => self.walk(),
-                _ = maintain.tick() => self.redial(),
+                _ = maintain.tick() => {
+                    self.lift_bans();
+                    self.redial();
+                }
             }
+        }
+    }
+
+    /// A gossip message from `peer` failed verification: strike it, and ban it when it
+    /// has sent too many.
+    fn strike(&mut self, peer: PeerId) {
+        let verdict = self
+            .strikes
+            .lock()
+            .expect("poisoned")
+            .strike(peer, Instant::now());
+        if let strikes::Verdict::Ban { .. } = verdict
+            && self.swarm.behaviour_mut().blocked.block_peer(peer)
+        {
+            warn!(%peer, ban_secs = strikes::BAN.as_secs(), "banned a peer sending gossip that fails verification");
+            self.wanted.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Lets peers whose ban ended connect again.
+    fn lift_bans(&mut self) {
+        let ended = self
+            .strikes
+            .lock()
+            .expect("poisoned")
+            .expire(Instant::now());
+        for peer in ended {
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+            info!(%peer, "ban lifted");
         }
     }
 
@@ -512,6 +567,9 @@ impl Driver {
                         MessageAcceptance::Reject
                     }
                 };
+                if verdict.is_err() {
+                    self.strike(propagation_source);
+                }
                 self.swarm
                     .behaviour_mut()
                     .gossipsub
@@ -528,12 +586,46 @@ impl Driver {
     }
 }
 
+/// Gossipsub's peer scoring: only invalid messages count (P4, squared), so a peer
+/// forwarding messages that fail verification is graylisted after nine in quick
+/// succession: a backstop behind Shoal's own ban ([`strikes::LIMIT`] of them), which
+/// must see them first. Colocation (many nodes behind one address: tests, NAT) and
+/// delivery rates do not count.
+fn peer_score() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -1.0,
+        invalid_message_deliveries_decay: 0.9,
+        ..Default::default()
+    };
+    let params = gossipsub::PeerScoreParams {
+        topics: [gossip::STATUS_TOPIC, gossip::MEDIA_TOPIC]
+            .iter()
+            .map(|t| (IdentTopic::new(*t).hash(), topic.clone()))
+            .collect(),
+        ip_colocation_factor_weight: 0.0,
+        behaviour_penalty_weight: 0.0,
+        slow_peer_weight: 0.0,
+        ..Default::default()
+    };
+    (params, gossipsub::PeerScoreThresholds::default())
+}
+
 /// Decodes and verifies a gossip message.
 pub fn verify(bytes: &[u8]) -> Result<Event, String> {
     let message: Gossip =
         codec::decode_limited(bytes, gossip::MAX_GOSSIP).map_err(|e| e.to_string())?;
     Ok(match message {
-        Gossip::Status(s) => Event::Status(s.verify().map_err(|e| e.to_string())?),
+        Gossip::Status(s) => {
+            let s = s.verify().map_err(|e| e.to_string())?;
+            // Out of bounds: a well-behaved node never sends it; not forwarded either.
+            s.value.check_bounds().map_err(str::to_string)?;
+            Event::Status(s)
+        }
         Gossip::Segment(s) => Event::Announcement(s.verify().map_err(|e| e.to_string())?),
         Gossip::End(s) => Event::End(s.verify().map_err(|e| e.to_string())?),
     })

@@ -21,6 +21,7 @@ pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod store;
+pub mod strikes;
 pub mod tokens;
 pub mod units;
 

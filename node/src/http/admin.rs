@@ -145,6 +145,21 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
     let (control_out, control_in) = node.control.wire_bytes();
     counters.insert("control_bytes_out_total".into(), json!(control_out));
     counters.insert("control_bytes_in_total".into(), json!(control_in));
+    let ((rejected, bans), struck) = node.control.misbehaviour();
+    counters.insert("gossip_rejected_total".into(), json!(rejected));
+    counters.insert("peers_banned_total".into(), json!(bans));
+    let misbehaving: Vec<Value> = struck
+        .iter()
+        .take(32)
+        .map(|r| {
+            json!({
+                "peer_id": r.peer.to_string(),
+                "gossip_rejected": r.rejected,
+                "banned_for_ms": r.banned_until
+                    .map(|u| u.saturating_duration_since(now).as_millis() as u64),
+            })
+        })
+        .collect();
     Json(json!({
         "peer_id": node.peer_id.to_string(),
         "uptime_s": node.started.elapsed().as_secs(),
@@ -159,6 +174,7 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
             "shed": node.conns.shed_total(),
         },
         "resident_bytes": crate::memory::resident_bytes(),
+        "misbehaving_peers": misbehaving,
         "ingest_pending_bytes": pending_ingest,
         "sessions": core.sessions().len(),
         "load": load_json(&Load {
@@ -240,8 +256,19 @@ pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
         (s.segment_count() as u64, s.bytes() as u64)
     };
     let (control_out, control_in) = node.control.wire_bytes();
+    let ((rejected, bans), _) = node.control.misbehaviour();
     let pending_ingest = node.ingest.lock().expect("poisoned").pending_bytes();
     let counters = [
+        (
+            "shoal_gossip_rejected_total",
+            "Gossip messages that failed verification (forged, malformed, out of bounds)",
+            rejected,
+        ),
+        (
+            "shoal_peers_banned_total",
+            "Peers banned for sending gossip that fails verification",
+            bans,
+        ),
         (
             "shoal_http_connections_shed_total",
             "HTTP connections closed to make room for new ones",
