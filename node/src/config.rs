@@ -7,6 +7,8 @@ use crate::units;
 use clap::Args;
 use libp2p::Multiaddr;
 use serde::Deserialize;
+use shoal_protocol::membership::{self, Credential, MeshCa, Revocations};
+use shoal_protocol::signed::{Signable, Signed};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +30,12 @@ pub struct NodeConfig {
     pub ingest_keys: Vec<String>,
     /// Keys that sign viewer tokens (none: anyone may watch).
     pub viewer_keys: Vec<crate::tokens::ViewerKey>,
+    /// The CA of a closed mesh: peers need a credential it signed (none: an open mesh).
+    pub mesh_ca: Option<MeshCa>,
+    /// This node's membership credential (needed with [`Self::mesh_ca`]).
+    pub credential: Option<Signed<Credential>>,
+    /// A revocation list to start with (a newer one saved in the data directory wins).
+    pub revocations: Option<Signed<Revocations>>,
     /// The IP that peers and viewers should use for this node, when listening on an
     /// unspecified address (0.0.0.0).
     pub advertise_ip: Option<IpAddr>,
@@ -71,6 +79,9 @@ impl NodeConfig {
             bootstrap: vec![],
             ingest_keys: vec![],
             viewer_keys: vec![],
+            mesh_ca: None,
+            credential: None,
+            revocations: None,
             advertise_ip: None,
             // Many nodes share one process (and its CPU figure) in tests and the
             // simulator: CPU must not stop them taking viewers.
@@ -126,6 +137,17 @@ pub struct RunArgs {
     /// token (`?token=`, `Authorization: Bearer`, or the `shoal_token` cookie).
     #[arg(long, env = "SHOAL_VIEWER_KEY", value_delimiter = ',')]
     pub viewer_key: Vec<crate::tokens::ViewerKey>,
+    /// Close the mesh: only nodes with a membership credential signed by this key
+    /// (`KID:PUBLIC` or `PUBLIC` as `shoal keygen` prints it) may join; peers without
+    /// one are disconnected and their gossip and pulls refused.
+    #[arg(long, env = "SHOAL_MESH_CA")]
+    pub mesh_ca: Option<String>,
+    /// This node's membership credential (a file written by `shoal credential`).
+    #[arg(long, env = "SHOAL_CREDENTIAL")]
+    pub credential: Option<PathBuf>,
+    /// A revocation list to start with (a file written by `shoal revoke`).
+    #[arg(long, env = "SHOAL_REVOCATIONS")]
+    pub revocations: Option<PathBuf>,
     /// IP that peers and viewers use to reach this node when it listens on 0.0.0.0.
     #[arg(long, env = "SHOAL_ADVERTISE_IP")]
     pub advertise_ip: Option<IpAddr>,
@@ -215,6 +237,9 @@ struct FileConfig {
     ingest_key: Vec<String>,
     #[serde(default)]
     viewer_key: Vec<String>,
+    mesh_ca: Option<String>,
+    credential: Option<PathBuf>,
+    revocations: Option<PathBuf>,
     advertise_ip: Option<IpAddr>,
     window: Option<usize>,
     playlist_len: Option<usize>,
@@ -234,6 +259,19 @@ struct FileConfig {
     ingest_forget: Option<u64>,
     ingest_pending_bytes: Option<u64>,
     ingest_pending_total: Option<u64>,
+}
+
+/// Reads a signed credential or revocation list from the file at `path`, if given.
+fn read_signed<T: Signable>(
+    path: Option<PathBuf>,
+    what: &str,
+) -> anyhow::Result<Option<Signed<T>>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))?;
+    membership::from_text(&text)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
 }
 
 fn multiaddrs(list: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
@@ -378,6 +416,14 @@ impl RunArgs {
                     .collect::<Result<_, String>>()
                     .map_err(|e| anyhow::anyhow!("viewer_key in the config file: {e}"))?,
             ),
+            mesh_ca: self
+                .mesh_ca
+                .or(file.mesh_ca)
+                .map(|k| MeshCa::parse(&k))
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            credential: read_signed(self.credential.or(file.credential), "credential")?,
+            revocations: read_signed(self.revocations.or(file.revocations), "revocation list")?,
             advertise_ip: self.advertise_ip.or(file.advertise_ip),
             core,
             hls_js_url: self

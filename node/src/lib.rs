@@ -17,6 +17,7 @@ pub mod hls;
 pub mod http;
 pub mod identity;
 pub mod ingest;
+pub mod members;
 pub mod memory;
 pub mod metrics;
 pub mod node;

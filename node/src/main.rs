@@ -1,12 +1,13 @@
 //! The `shoal` binary: `shoal run` starts a node, `shoal drain` drains a running one,
 //! `shoal id` prints a node's peer id, `shoal keygen` and `shoal token` make viewer
-//! token keys and tokens.
+//! token keys and tokens, and `shoal credential` and `shoal revoke` a closed mesh's
+//! membership credentials and revocation lists.
 
 mod drain;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use shoal_node::config::RunArgs;
-use shoal_node::{Node, identity, tokens};
+use shoal_node::{Node, PeerId, identity, members, tokens};
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
@@ -44,8 +45,9 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
     },
-    /// Write a new key for signing viewer tokens to FILE (PKCS#8 PEM) and print the
-    /// `--viewer-key` value that makes nodes accept its tokens.
+    /// Write a new Ed25519 key to FILE (PKCS#8 PEM) and print its public key as
+    /// `KID:PUBLIC`: the `--viewer-key` value that makes nodes accept the viewer tokens
+    /// it signs, or the `--mesh-ca` value of a closed mesh whose credentials it signs.
     Keygen {
         /// Where to write the private key (refused if it exists).
         file: PathBuf,
@@ -64,6 +66,30 @@ enum Cmd {
         /// Bind it to one client address.
         #[arg(long)]
         ip: Option<std::net::IpAddr>,
+    },
+    /// Print a membership credential for a node of a closed mesh (`--credential FILE`),
+    /// signed with the mesh CA's key from `shoal keygen`.
+    Credential {
+        /// The mesh CA's key file.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// The node's peer id (`shoal id`).
+        #[arg(long)]
+        peer: PeerId,
+        /// How long it admits the node: 1h, 30d.
+        #[arg(long, default_value = "30d", value_parser = shoal_node::units::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Print a revocation list naming these peers, signed with the mesh CA's key: post it
+    /// to any node (`POST /api/revocations`) and the mesh cuts them within seconds. Each
+    /// list replaces the ones before: name every peer still revoked.
+    Revoke {
+        /// The mesh CA's key file.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// A peer to revoke (repeatable; none lifts every revocation).
+        #[arg(long)]
+        peer: Vec<PeerId>,
     },
     /// Print the node's peer id (creating its identity key if missing).
     Id {
@@ -101,15 +127,27 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", key.viewer_key_arg());
             Ok(())
         }
+        Cmd::Credential { ca_key, peer, ttl } => {
+            let ca = read_key(&ca_key)?;
+            let text = members::issue_credential(&ca, peer, ttl, tokens::unix_now())
+                .map_err(anyhow::Error::msg)?;
+            println!("{text}");
+            Ok(())
+        }
+        Cmd::Revoke { ca_key, peer } => {
+            let ca = read_key(&ca_key)?;
+            let text = members::issue_revocations(&ca, peer, tokens::unix_now())
+                .map_err(anyhow::Error::msg)?;
+            println!("{text}");
+            Ok(())
+        }
         Cmd::Token {
             key,
             stream,
             ttl,
             ip,
         } => {
-            let pem = std::fs::read_to_string(&key)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
-            let key = tokens::SigningKey::from_pem(&pem).map_err(anyhow::Error::msg)?;
+            let key = read_key(&key)?;
             let token = key
                 .token(&stream, ttl, ip, tokens::unix_now())
                 .map_err(anyhow::Error::msg)?;
@@ -146,6 +184,13 @@ async fn main() -> anyhow::Result<()> {
             wait,
         } => drain::request(http, &admin_token, wait).await,
     }
+}
+
+/// Reads a key written by `shoal keygen`.
+fn read_key(path: &std::path::Path) -> anyhow::Result<tokens::SigningKey> {
+    let pem =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    tokens::SigningKey::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// Writes a new private file (mode 0600 on Unix); refuses to overwrite one.

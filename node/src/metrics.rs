@@ -39,6 +39,8 @@ pub struct Metrics {
     pub viewers_refused: AtomicU64,
     /// Viewer requests refused for their token (401 or 403).
     pub viewer_tokens_refused: AtomicU64,
+    /// Data-plane requests refused: the client is not a member of this closed mesh.
+    pub data_refused_non_member: AtomicU64,
     /// Gossip messages published.
     pub gossip_published: AtomicU64,
     /// Bytes of gossip published.
@@ -144,6 +146,11 @@ impl Metrics {
                 "shoal_viewer_tokens_refused_total",
                 "Viewer requests refused for a missing, expired or invalid token",
                 l(&self.viewer_tokens_refused),
+            ),
+            (
+                "shoal_data_refused_non_member_total",
+                "Data-plane pulls refused: the client is not a member of this closed mesh",
+                l(&self.data_refused_non_member),
             ),
             (
                 "shoal_gossip_published_total",

@@ -73,6 +73,9 @@ pub enum StartError {
     /// The control plane could not start.
     #[error(transparent)]
     Control(#[from] control::StartError),
+    /// Closed mesh: this node's credential or the revocation list is not good.
+    #[error("membership: {0}")]
+    Membership(String),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -192,7 +195,7 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
         let keypair = identity::load_or_create(&config.data_dir)?;
         let peer_id = keypair.public().to_peer_id();
-        let tls = data::tls::generate().map_err(|e| StartError::Tls(e.to_string()))?;
+        let tls = Arc::new(data::tls::generate().map_err(|e| StartError::Tls(e.to_string()))?);
         let server_config =
             data::tls::server_config(&tls).map_err(|e| StartError::Tls(e.to_string()))?;
         let bind = |what, addr| move |source| StartError::Bind { what, addr, source };
@@ -218,11 +221,24 @@ impl Node {
             }
             None => (None, None),
         };
+        let revocations_file = config.data_dir.join(crate::members::REVOCATIONS_FILE);
+        let members = crate::members::load(
+            config.mesh_ca,
+            config.credential.as_ref(),
+            config.revocations.as_ref(),
+            &revocations_file,
+            &peer_id,
+            crate::tokens::unix_now(),
+        )
+        .map_err(StartError::Membership)?;
+        let closed = members.is_closed();
         let (control, events, driver) = control::start(control::Config {
             keypair: keypair.clone(),
             listen: config.p2p.clone(),
             bootstrap: config.bootstrap.clone(),
             delay: config.control_delay.clone(),
+            members,
+            revocations_file: closed.then_some(revocations_file),
         })?;
         let session_seed = keypair_seed(&keypair);
         let shared = Arc::new(Shared {
@@ -237,7 +253,7 @@ impl Node {
             session_ids: crate::http::session::Minter::new(&session_seed),
             viewer_tokens: (!config.viewer_keys.is_empty())
                 .then(|| crate::tokens::Verifier::new(&config.viewer_keys)),
-            client: data::client::Client::new(endpoint.clone()),
+            client: data::client::Client::new(endpoint.clone(), tls.clone()),
             inflight: Inflight::default(),
             control,
             metrics: Metrics::default(),
@@ -541,6 +557,9 @@ impl Shared {
             Event::End(v) => core.handle_end(v),
             Event::Rtt(peer, rtt) => core.handle_rtt(peer, rtt, now),
             Event::Connection(peer, up) => core.handle_connection(peer, up, now),
+            Event::Excluded(peer) => core.handle_excluded(peer),
+            // Checked and applied by the control plane itself.
+            Event::Revocations(_) => {}
         }
     }
 
@@ -662,6 +681,7 @@ impl Shared {
             Gossip::Status(s) => s.encoded_len(),
             Gossip::Segment(s) => s.encoded_len(),
             Gossip::End(s) => s.encoded_len(),
+            Gossip::Revocations(s) => s.encoded_len(),
         };
         add(&self.metrics.gossip_bytes, size as u64);
         self.control.send(Command::Publish(message));
@@ -733,6 +753,25 @@ impl Provider for DataProvider {
 
     fn served(&self, bytes: u64) {
         add(&self.0.metrics.data_bytes_out, bytes);
+    }
+
+    fn admits(&self, fingerprint: Option<&ContentId>) -> bool {
+        if !self.0.control.membership_closed() {
+            return true;
+        }
+        // The peer whose signed status names this certificate, if a member.
+        let peer = fingerprint.and_then(|fp| {
+            let core = self.0.core.lock().expect("poisoned");
+            core.peers()
+                .known()
+                .find(|(_, p)| p.status.as_ref().is_some_and(|s| s.cert_fingerprint == *fp))
+                .map(|(id, _)| *id)
+        });
+        let member = peer.is_some_and(|p| self.0.control.is_member(&p));
+        if !member {
+            add(&self.0.metrics.data_refused_non_member, 1);
+        }
+        member
     }
 }
 

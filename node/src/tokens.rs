@@ -199,6 +199,13 @@ impl SigningKey {
         Ok(Self::from_keypair(ed25519::Keypair::from(secret)))
     }
 
+    /// The key as a libp2p keypair, to sign mesh credentials and revocation lists when
+    /// it is a mesh CA's key.
+    pub fn keypair(&self) -> shoal_protocol::identity::Keypair {
+        let secret = ed25519::SecretKey::try_from_bytes(self.seed).expect("32-byte seed");
+        ed25519::Keypair::from(secret).into()
+    }
+
     /// Its id: derived from the public key.
     pub fn id(&self) -> String {
         hex::encode(&blake3::hash(&self.public).as_bytes()[..4])

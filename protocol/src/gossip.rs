@@ -1,5 +1,6 @@
 //! What travels over gossipsub. Small, signed messages only; media never does.
 
+use crate::membership::Revocations;
 use crate::segment::{Announcement, StreamEnd};
 use crate::signed::Signed;
 use crate::status::Status;
@@ -22,13 +23,15 @@ pub enum Gossip {
     Segment(Signed<Announcement>),
     /// A stream ended.
     End(Signed<StreamEnd>),
+    /// The mesh CA's newest revocation list (closed meshes).
+    Revocations(Signed<Revocations>),
 }
 
 impl Gossip {
     /// The topic this message goes on.
     pub fn topic(&self) -> &'static str {
         match self {
-            Gossip::Status(_) => STATUS_TOPIC,
+            Gossip::Status(_) | Gossip::Revocations(_) => STATUS_TOPIC,
             Gossip::Segment(_) | Gossip::End(_) => MEDIA_TOPIC,
         }
     }

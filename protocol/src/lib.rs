@@ -15,6 +15,7 @@ pub mod codec;
 pub mod content;
 pub mod data;
 pub mod gossip;
+pub mod membership;
 pub mod segment;
 pub mod signed;
 pub mod status;

@@ -9,10 +9,12 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use shoal_node::core::{Config as CoreConfig, Core};
 use shoal_node::http::{ingest, live, query::Query, range, session, viewer_token};
+use shoal_node::members::{Closed, Members, issue_credential, issue_revocations};
 use shoal_node::tokens::{SigningKey, Verifier};
 use shoal_node::{control, data, hls};
 use shoal_protocol::content::ContentId;
 use shoal_protocol::identity::Keypair;
+use shoal_protocol::membership::{Credential, Hello, MAX_HELLO, MeshCa, Revocations, from_text};
 use shoal_protocol::segment::{self, Announcement, Container, StreamEnd};
 use shoal_protocol::signed::Signed;
 use shoal_protocol::status::{Load, Status, StreamHeld};
@@ -79,6 +81,11 @@ pub const TARGETS: &[Target] = &[
         run: core_events,
         seeds: core_seeds,
     },
+    Target {
+        name: "hello",
+        run: hello,
+        seeds: hello_seeds,
+    },
 ];
 
 /// The target named `name`.
@@ -138,6 +145,90 @@ fn sample_status() -> Status {
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     codec::encode(value).expect("encodable")
+}
+
+/// The mesh CA of the `hello` target, the member whose credential its seeds carry, and
+/// the time it checks at.
+fn mesh_ca() -> &'static (SigningKey, MeshCa, PeerId) {
+    static CA: OnceLock<(SigningKey, MeshCa, PeerId)> = OnceLock::new();
+    CA.get_or_init(|| {
+        let key = SigningKey::generate();
+        let ca = MeshCa::parse(&key.viewer_key_arg()).expect("valid key arg");
+        (key, ca, signer().public().to_peer_id())
+    })
+}
+const HELLO_NOW: u64 = 1_000_000;
+
+/// A peer's hello on a control-plane connection of a closed mesh: decoded within its
+/// limit; the peer is admitted only with a credential the mesh CA signed for its own
+/// peer id, unexpired, and only the CA's revocation lists are taken.
+pub fn hello(data: &[u8]) {
+    static OWN: OnceLock<Closed> = OnceLock::new();
+    let Ok(hello) = codec::decode_limited::<Hello>(data, MAX_HELLO) else {
+        return;
+    };
+    let (key, ca, peer) = mesh_ca();
+    let own = OWN.get_or_init(|| {
+        let me = PeerId::random();
+        let text = issue_credential(key, me, Duration::from_secs(3600), HELLO_NOW).expect("issued");
+        Closed::new(*ca, from_text(&text).expect("text"), &me, HELLO_NOW).expect("own credential")
+    });
+    let mut members = Members::closed(own.clone());
+    if let Some(list) = &hello.revocations
+        && members.take_revocations(list).is_ok()
+    {
+        let v = list.verify().expect("taken, so verified");
+        assert_eq!(
+            v.signer,
+            ca_peer(key),
+            "a revocation list not signed by the CA was taken"
+        );
+    }
+    if members.on_hello(*peer, &hello, HELLO_NOW).is_ok() {
+        let c = hello
+            .credential
+            .as_ref()
+            .expect("admitted")
+            .verify()
+            .expect("verified");
+        assert_eq!(
+            c.signer,
+            ca_peer(key),
+            "admitted on a credential not signed by the CA"
+        );
+        assert_eq!(c.value.peer, *peer, "admitted on another peer's credential");
+        assert!(
+            c.value.expires > HELLO_NOW,
+            "admitted on an expired credential"
+        );
+        assert!(!members.is_revoked(peer), "admitted though revoked");
+    }
+}
+
+fn ca_peer(key: &SigningKey) -> PeerId {
+    key.keypair().public().to_peer_id()
+}
+
+fn hello_seeds() -> Vec<Vec<u8>> {
+    let (key, _, peer) = mesh_ca();
+    let credential: Signed<Credential> = from_text(
+        &issue_credential(key, *peer, Duration::from_secs(60), HELLO_NOW).expect("issued"),
+    )
+    .expect("text");
+    let list: Signed<Revocations> =
+        from_text(&issue_revocations(key, vec![PeerId::random()], HELLO_NOW).expect("issued"))
+            .expect("text");
+    vec![
+        encode(&Hello::default()),
+        encode(&Hello {
+            credential: Some(credential.clone()),
+            revocations: None,
+        }),
+        encode(&Hello {
+            credential: Some(credential),
+            revocations: Some(list),
+        }),
+    ]
 }
 
 /// A gossip message: decoded within its size limit and verified, as the control plane

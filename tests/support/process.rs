@@ -56,12 +56,27 @@ impl ShoalProcess {
     /// Starts a node; `bootstrap` is another node's bootstrap address.
     pub fn start(name: &str, bootstrap: Option<&str>, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = crate::temp_dir(name);
-        std::fs::create_dir_all(&dir)?;
+        Self::start_in(dir, name, bootstrap, extra)
+    }
+
+    /// The peer id of the node whose data directory is `dir` (made if missing).
+    pub fn peer_id_of(dir: &std::path::Path) -> anyhow::Result<String> {
+        std::fs::create_dir_all(dir)?;
         let out = Command::new(binary())
             .args(["id", "--data-dir"])
-            .arg(&dir)
+            .arg(dir)
             .output()?;
-        let peer_id = String::from_utf8(out.stdout)?.trim().to_string();
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
+    /// Starts a node with data directory `dir` (see [`ShoalProcess::start`]).
+    pub fn start_in(
+        dir: PathBuf,
+        name: &str,
+        bootstrap: Option<&str>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let peer_id = Self::peer_id_of(&dir)?;
         let (http, p2p, data) = (free_tcp(), free_udp(), free_udp());
         let mut args: Vec<String> = vec![
             "run".into(),

@@ -336,6 +336,15 @@ impl Core {
         }
     }
 
+    /// `peer` was cut from the mesh (revoked, or its credential expired): it is
+    /// forgotten now, no longer a holder, a source or a redirect target.
+    pub fn handle_excluded(&mut self, peer: PeerId) {
+        if peer != self.me && self.peers.remove(&peer) {
+            self.status_dirty = true;
+            self.actions.push_back(Action::PeerGone(peer));
+        }
+    }
+
     /// A verified announcement arrived from the mesh (by gossip or in a manifest).
     pub fn handle_announcement(
         &mut self,

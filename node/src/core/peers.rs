@@ -165,6 +165,11 @@ impl PeerTable {
         dead
     }
 
+    /// Removes `peer` at once (cut from the mesh); true if it was known.
+    pub fn remove(&mut self, peer: &PeerId) -> bool {
+        self.peers.remove(peer).is_some()
+    }
+
     /// A peer by id.
     pub fn get(&self, peer: &PeerId) -> Option<&Peer> {
         self.peers.get(peer)
@@ -225,6 +230,25 @@ mod tests {
         let dead = t.expire(Duration::from_secs(5), t0 + Duration::from_secs(6));
         assert_eq!(dead, vec![peer(1)]);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn replayed_statuses_do_not_keep_a_silent_peer_alive() {
+        // A peer's signed statuses can be recorded and sent again by anyone: a replay
+        // (same or older version) changes nothing, not even when it was last heard of.
+        let mut t = PeerTable::default();
+        let t0 = Instant::now();
+        t.on_status(peer(1), status_holding(2, "a", 0, 5), t0);
+        for (i, version) in [2, 1, 2].into_iter().enumerate() {
+            let at = t0 + Duration::from_secs(2 + i as u64);
+            assert_eq!(
+                t.on_status(peer(1), status_holding(version, "a", 0, 1), at),
+                StatusUpdate::Stale
+            );
+        }
+        assert_eq!(t.get(&peer(1)).unwrap().newest(&"a".parse_name()), Some(5));
+        let dead = t.expire(Duration::from_secs(5), t0 + Duration::from_secs(6));
+        assert_eq!(dead, vec![peer(1)]);
     }
 
     #[test]

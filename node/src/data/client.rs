@@ -67,14 +67,18 @@ pub struct Target {
 /// A data-plane client.
 pub struct Client {
     endpoint: quinn::Endpoint,
+    /// The certificate presented to peers (the server's own).
+    identity: std::sync::Arc<super::tls::Identity>,
     connections: Mutex<HashMap<PeerId, (Target, quinn::Connection)>>,
 }
 
 impl Client {
-    /// A client sending from `endpoint` (normally the node's own data endpoint).
-    pub fn new(endpoint: quinn::Endpoint) -> Self {
+    /// A client sending from `endpoint` (normally the node's own data endpoint) and
+    /// presenting `identity` (normally the node's own certificate).
+    pub fn new(endpoint: quinn::Endpoint, identity: std::sync::Arc<super::tls::Identity>) -> Self {
         Self {
             endpoint,
+            identity,
             connections: Mutex::new(HashMap::new()),
         }
     }
@@ -228,7 +232,7 @@ impl Client {
                 return Ok(c.clone());
             }
         }
-        let config = super::tls::client_config(target.fingerprint)
+        let config = super::tls::client_config(target.fingerprint, &self.identity)
             .map_err(|e| DataError::Connect(target.addr, e.to_string()))?;
         let conn = self
             .endpoint

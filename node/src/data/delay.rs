@@ -201,7 +201,7 @@ mod tests {
             send.finish().unwrap();
             conn.closed().await;
         });
-        let config = crate::data::tls::client_config(tls.fingerprint).unwrap();
+        let config = crate::data::tls::client_config(tls.fingerprint, &tls).unwrap();
         let conn = client
             .connect_with(config, addr, crate::data::tls::SERVER_NAME)
             .unwrap()

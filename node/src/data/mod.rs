@@ -46,6 +46,9 @@ pub trait Provider: Send + Sync + 'static {
     fn manifest(&self, stream: &stream::Name) -> Option<client::Manifest>;
     /// `bytes` of media were sent to a peer.
     fn served(&self, bytes: u64);
+    /// Whether the client whose certificate has `fingerprint` (none: it presented no
+    /// certificate) may pull from here: in a closed mesh, only members.
+    fn admits(&self, fingerprint: Option<&ContentId>) -> bool;
 }
 
 /// QUIC transport settings shared by both sides.

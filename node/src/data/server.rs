@@ -3,6 +3,7 @@
 use super::{Provider, Supply};
 use bytes::Bytes;
 use shoal_protocol::codec;
+use shoal_protocol::content::ContentId;
 use shoal_protocol::data::{self, Request, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,12 +32,14 @@ pub async fn run(endpoint: quinn::Endpoint, provider: Arc<dyn Provider>, faults:
 
 async fn serve_connection(conn: quinn::Connection, provider: Arc<dyn Provider>, faults: Faults) {
     let remote = conn.remote_address();
+    let client = super::tls::peer_fingerprint(&conn);
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
                 let provider = provider.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_stream(send, recv, remote, &*provider, faults).await {
+                    let served = serve_stream(send, recv, remote, client, &*provider, faults);
+                    if let Err(e) = served.await {
                         debug!(%remote, error = %e, "data-plane request failed");
                     }
                 });
@@ -53,10 +56,20 @@ async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     remote: SocketAddr,
+    client: Option<ContentId>,
     provider: &dyn Provider,
     faults: Faults,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let raw = recv.read_to_end(4 + data::MAX_REQUEST).await?;
+    // Checked per request, not per connection: a member's first pull may come before
+    // its status (which binds its certificate to it) arrived, and a member revoked
+    // since its connection opened is refused from then on.
+    if !provider.admits(client.as_ref()) {
+        debug!(%remote, "data-plane request from a non-member refused");
+        let refusal = Response::Error("not a member of this mesh".into());
+        respond(&mut send, &refusal, None).await?;
+        return Ok(());
+    }
     let request = match parse_request(&raw) {
         Ok(r) => r,
         Err(e) => {

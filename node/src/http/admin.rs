@@ -1,5 +1,6 @@
-//! Operators' endpoints: `GET /api/status` (JSON), `GET /metrics` (Prometheus) and
-//! `POST /api/drain` (admin token).
+//! Operators' endpoints: `GET /api/status` (JSON), `GET /metrics` (Prometheus), and
+//! with the admin token `POST /api/drain` and `POST /api/revocations` (a closed mesh's
+//! revocation list, as `shoal revoke` writes it: applied here and gossiped).
 //!
 //! Who may read status and metrics: on a listener of their own (`--admin-http`, for a
 //! private interface) anyone who reaches it; on the viewers' listener, anyone if the
@@ -28,6 +29,7 @@ pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/status", get(status))
         .route("/api/drain", post(drain))
+        .route("/api/revocations", post(revocations))
         .route("/metrics", get(metrics))
 }
 
@@ -175,6 +177,7 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
         },
         "resident_bytes": crate::memory::resident_bytes(),
         "misbehaving_peers": misbehaving,
+        "membership": node.control.membership(),
         "ingest_pending_bytes": pending_ingest,
         "sessions": core.sessions().len(),
         "load": load_json(&Load {
@@ -218,16 +221,7 @@ pub async fn drain(
     State(node): State<Arc<Shared>>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    let Some(token) = &node.config.admin_token else {
-        return Err(HttpError::Forbidden(
-            "the admin API is off: start the node with --admin-token",
-        ));
-    };
-    require_bearer(
-        &headers,
-        std::slice::from_ref(token),
-        "the admin API needs Authorization: Bearer ADMIN_TOKEN",
-    )?;
+    require_admin(&node, &headers)?;
     node.core.lock().expect("poisoned").start_drain();
     node.publish_status();
     node.drain_requested.notify_one();
@@ -237,6 +231,64 @@ pub async fn drain(
         Json(json!({ "draining": true, "peer_id": node.peer_id.to_string() })),
     )
         .into_response())
+}
+
+/// The admin API needs the admin token; without one configured it is off.
+fn require_admin(node: &Shared, headers: &HeaderMap) -> Result<(), HttpError> {
+    let Some(token) = &node.config.admin_token else {
+        return Err(HttpError::Forbidden(
+            "the admin API is off: start the node with --admin-token",
+        ));
+    };
+    require_bearer(
+        headers,
+        std::slice::from_ref(token),
+        "the admin API needs Authorization: Bearer ADMIN_TOKEN",
+    )
+}
+
+/// Largest revocation list accepted in its text form.
+const MAX_REVOCATIONS_BODY: usize = 128 * 1024;
+
+/// `POST /api/revocations`: takes the mesh CA's revocation list (the text `shoal revoke`
+/// prints). A newer list than the one held is applied at once (members it names are
+/// cut) and gossiped to the mesh; an older one changes nothing.
+pub async fn revocations(
+    State(node): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    require_admin(&node, &headers)?;
+    if body.len() > MAX_REVOCATIONS_BODY {
+        return Err(HttpError::BadRequest(format!(
+            "a revocation list is at most {MAX_REVOCATIONS_BODY} bytes"
+        )));
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| HttpError::BadRequest("the revocation list is not text".into()))?;
+    let list = shoal_protocol::membership::from_text(text)
+        .map_err(|e| HttpError::BadRequest(format!("not a revocation list: {e}")))?;
+    if !node.control.membership_closed() {
+        return Err(HttpError::BadRequest(
+            "this mesh is open (no --mesh-ca): there is nothing to revoke".into(),
+        ));
+    }
+    let newer = node
+        .control
+        .revoke(list)
+        .map_err(|e| HttpError::BadRequest(format!("revocation list refused: {e}")))?;
+    let report = node.control.membership();
+    tracing::info!(
+        newer,
+        revoked = report.revoked,
+        "revocation list posted over the admin API"
+    );
+    Ok(Json(json!({
+        "applied": newer,
+        "issued": report.revocations_issued,
+        "revoked": report.revoked,
+    }))
+    .into_response())
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -257,6 +309,7 @@ pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
     };
     let (control_out, control_in) = node.control.wire_bytes();
     let ((rejected, bans), _) = node.control.misbehaviour();
+    let membership = node.control.membership();
     let pending_ingest = node.ingest.lock().expect("poisoned").pending_bytes();
     let counters = [
         (
@@ -268,6 +321,16 @@ pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
             "shoal_peers_banned_total",
             "Peers banned for sending gossip that fails verification",
             bans,
+        ),
+        (
+            "shoal_members_refused_total",
+            "Peers refused: no, bad or another peer's membership credential (closed mesh)",
+            membership.refused_total,
+        ),
+        (
+            "shoal_members_cut_total",
+            "Members cut from the mesh: revoked or credential expired",
+            membership.cut_total,
         ),
         (
             "shoal_http_connections_shed_total",

@@ -122,7 +122,7 @@ impl RawQuinn {
         let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
         let conn = client
             .connect_with(
-                tls::client_config(identity.fingerprint)?,
+                tls::client_config(identity.fingerprint, &identity)?,
                 addr,
                 tls::SERVER_NAME,
             )?

@@ -3,9 +3,14 @@
 //! It finds peers (bootstrap dials, kademlia walks fed with identify's addresses, and the
 //! addresses in peers' statuses), carries signed gossip (checked here: a message that
 //! fails verification is rejected and not forwarded), and reports RTTs and connection
-//! changes. [`start`] returns a [`Handle`] to send commands, a receiver of [`Event`]s and
+//! changes. In a closed mesh it admits only peers whose [`hello`] carries a valid
+//! membership credential ([`crate::members`]) and takes gossip only from them. [`start`]
+//! returns a [`Handle`] to send commands, a receiver of [`Event`]s and
 //! the [`Driver`] future, which the caller spawns.
 
+pub mod hello;
+
+use crate::members::Members;
 use crate::strikes::{self, Strikes};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
@@ -13,16 +18,18 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identify, kad, noise, ping, tcp,
-    yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identify, kad, noise, ping,
+    request_response, tcp, yamux,
 };
 use shoal_protocol::codec;
 use shoal_protocol::gossip::{self, Gossip};
 use shoal_protocol::identity::Keypair;
+use shoal_protocol::membership::{Hello, MembershipError, Revocations};
 use shoal_protocol::segment::{Announcement, StreamEnd};
-use shoal_protocol::signed::Verified;
+use shoal_protocol::signed::{Signed, Verified};
 use shoal_protocol::status::Status;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -46,6 +53,11 @@ const MAX_WANTED: usize = 512;
 const COMMAND_QUEUE: usize = 1024;
 /// Events queued to the node before the swarm task waits.
 const EVENT_QUEUE: usize = 4096;
+/// How long a peer refused for its credential (or for none) is kept out before it may
+/// try again (a node restarted with a fixed credential gets in after this).
+const REFUSED_BLOCK: Duration = Duration::from_secs(30);
+/// Warn about this node's own credential once it expires within this.
+const CREDENTIAL_WARNING: u64 = 24 * 3600;
 
 /// The behaviours of a Shoal node.
 #[derive(NetworkBehaviour)]
@@ -56,6 +68,7 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     ping: ping::Behaviour,
+    hello: hello::Behaviour,
 }
 
 /// Something the control plane observed.
@@ -69,8 +82,15 @@ pub enum Event {
     End(Verified<StreamEnd>),
     /// A ping RTT.
     Rtt(PeerId, Duration),
-    /// First connection to a peer opened (true) or last one closed (false).
+    /// First connection to a peer opened (true) or last one closed (false). In a closed
+    /// mesh a connection counts once the peer's credential checked.
     Connection(PeerId, bool),
+    /// A member was cut from the mesh (revoked, or its credential expired): forget it
+    /// now, do not wait for its status to time out.
+    Excluded(PeerId),
+    /// A revocation list from gossip, to be checked against the mesh CA here (never
+    /// emitted to the node).
+    Revocations(Signed<Revocations>),
 }
 
 /// Something for the control plane to do.
@@ -85,6 +105,9 @@ pub enum Command {
     /// redialing it unless it is a bootstrap peer. A node that restarted then gets a
     /// fresh first connection, on which gossipsub exchanges subscriptions.
     Forget(PeerId),
+    /// A revocation list was taken (through the admin API): cut the members it names,
+    /// refuse the peers it names, save it and gossip it.
+    Revoked(Signed<Revocations>, Vec<PeerId>),
 }
 
 /// Why the control plane could not start.
@@ -108,9 +131,43 @@ pub struct Handle {
     listen: Arc<Mutex<Vec<Multiaddr>>>,
     bandwidth: Arc<Mutex<libp2p::metrics::Registry>>,
     strikes: Arc<Mutex<Strikes>>,
+    members: Arc<Mutex<Members>>,
 }
 
 impl Handle {
+    /// Membership state, for status.
+    pub fn membership(&self) -> crate::members::Report {
+        self.members.lock().expect("poisoned").report()
+    }
+
+    /// Whether the mesh is closed (peers need a credential).
+    pub fn membership_closed(&self) -> bool {
+        self.members.lock().expect("poisoned").is_closed()
+    }
+
+    /// Whether `peer` is a member (always, in an open mesh).
+    pub fn is_member(&self, peer: &PeerId) -> bool {
+        self.members.lock().expect("poisoned").allows(peer)
+    }
+
+    /// Takes a revocation list from an operator: checked against the mesh CA; if newer
+    /// than the one held, applied here at once and gossiped. Returns whether it was
+    /// newer.
+    pub fn revoke(&self, list: Signed<Revocations>) -> Result<bool, MembershipError> {
+        let mut members = self.members.lock().expect("poisoned");
+        if !members.is_closed() {
+            return Err(MembershipError::WrongCa);
+        }
+        let cut = members.take_revocations(&list)?;
+        let issued = list.verify().map(|v| v.value.issued).ok();
+        let newer = members.report().revocations_issued == issued;
+        drop(members);
+        if newer {
+            self.send(Command::Revoked(list, cut));
+        }
+        Ok(newer)
+    }
+
     /// Gossip messages rejected so far and bans imposed, and the peers struck recently
     /// or banned.
     pub fn misbehaviour(&self) -> ((u64, u64), Vec<strikes::Report>) {
@@ -193,6 +250,10 @@ pub struct Config {
     pub bootstrap: Vec<Multiaddr>,
     /// Emulated latency of what peers send (none: as the network delivers it).
     pub delay: Option<PeerDelay>,
+    /// Membership: open, or closed with the CA and this node's credential.
+    pub members: Members,
+    /// Where the newest revocation list is kept across restarts.
+    pub revocations_file: Option<PathBuf>,
 }
 
 /// The swarm task: spawn it.
@@ -214,6 +275,17 @@ pub struct Driver {
     )>,
     /// Peers' rejected gossip and bans (shared with the [`Handle`] for status).
     strikes: Arc<Mutex<Strikes>>,
+    /// Membership (shared with the [`Handle`] and, through it, the data plane).
+    members: Arc<Mutex<Members>>,
+    /// Closed mesh: connected peers whose hello has not come yet, since when.
+    pending: HashMap<PeerId, Instant>,
+    /// Peers refused for their credential, kept out until then.
+    refused: HashMap<PeerId, Instant>,
+    /// Peers blocked because the revocation list names them.
+    revoked: HashSet<PeerId>,
+    revocations_file: Option<PathBuf>,
+    /// When the node last warned that its own credential is about to expire.
+    expiry_warned: Option<Instant>,
 }
 
 /// Builds the swarm, starts listening and dials the bootstrap peers.
@@ -269,6 +341,7 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
                 kad,
                 gossipsub,
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
+                hello: hello::behaviour(),
             })
         })
         .map_err(|e| setup(&e))?
@@ -302,11 +375,24 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let listen = Arc::new(Mutex::new(Vec::new()));
     let strikes = Arc::new(Mutex::new(Strikes::default()));
+    // Peers a saved revocation list names are refused from the first dial.
+    let revoked: HashSet<PeerId> = config
+        .members
+        .hello()
+        .revocations
+        .and_then(|r| r.verify().ok())
+        .map(|r| r.value.peers.into_iter().collect())
+        .unwrap_or_default();
+    for peer in &revoked {
+        swarm.behaviour_mut().blocked.block_peer(*peer);
+    }
+    let members = Arc::new(Mutex::new(config.members));
     let handle = Handle {
         commands: command_tx,
         listen: listen.clone(),
         bandwidth: Arc::new(Mutex::new(bandwidth)),
         strikes: strikes.clone(),
+        members: members.clone(),
     };
     let delayed = config.delay.map(|delay| {
         let (held_tx, held_rx) = mpsc::unbounded_channel();
@@ -330,6 +416,12 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         bootstrapped: false,
         delayed,
         strikes,
+        members,
+        pending: HashMap::new(),
+        refused: HashMap::new(),
+        revoked,
+        revocations_file: config.revocations_file,
+        expiry_warned: None,
     };
     Ok((handle, event_rx, driver))
 }
@@ -345,12 +437,14 @@ impl Driver {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
                 command = self.commands.recv() => match command {
+                    Some(Command::Revoked(list, cut)) => self.revoked(list, cut, true).await,
                     Some(command) => self.on_command(command),
                     None => return,
                 },
                 _ = walk.tick() => self.walk(),
                 _ = maintain.tick() => {
                     self.lift_bans();
+                    self.check_members().await;
                     self.redial();
                 }
             }
@@ -374,16 +468,181 @@ impl Driver {
         }
     }
 
-    /// Lets peers whose ban ended connect again.
+    /// Lets peers whose ban (or refusal) ended connect again.
     fn lift_bans(&mut self) {
-        let ended = self
-            .strikes
-            .lock()
-            .expect("poisoned")
-            .expire(Instant::now());
+        let now = Instant::now();
+        let ended = self.strikes.lock().expect("poisoned").expire(now);
         for peer in ended {
-            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
-            info!(%peer, "ban lifted");
+            if self.unblock(peer, now) {
+                info!(%peer, "ban lifted");
+            }
+        }
+        let refusals_over: Vec<PeerId> = self
+            .refused
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in refusals_over {
+            self.refused.remove(&peer);
+            self.unblock(peer, now);
+        }
+    }
+
+    /// Unblocks `peer` unless another reason (a ban, a refusal, the revocation list)
+    /// still keeps it out.
+    fn unblock(&mut self, peer: PeerId, now: Instant) -> bool {
+        let kept_out = self.revoked.contains(&peer)
+            || self.refused.contains_key(&peer)
+            || self.strikes.lock().expect("poisoned").is_banned(&peer, now);
+        !kept_out && self.swarm.behaviour_mut().blocked.unblock_peer(peer)
+    }
+
+    /// Closed mesh: refuses peers that sent no hello in time, cuts members whose
+    /// credential expired, and warns when this node's own is about to.
+    async fn check_members(&mut self) {
+        let now = Instant::now();
+        let late: Vec<PeerId> = self
+            .pending
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) > hello::TIMEOUT)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in late {
+            self.refuse(peer, "no hello in time".into());
+        }
+        let unix = crate::tokens::unix_now();
+        let (expired, own) = {
+            let mut members = self.members.lock().expect("poisoned");
+            (members.expire(unix), members.own_expiry())
+        };
+        for peer in expired {
+            self.cut(peer, "its credential expired", REFUSED_BLOCK)
+                .await;
+        }
+        if let Some(expires) = own
+            && expires.saturating_sub(unix) < CREDENTIAL_WARNING
+            && self
+                .expiry_warned
+                .is_none_or(|t| now.duration_since(t) > Duration::from_secs(600))
+        {
+            self.expiry_warned = Some(now);
+            warn!(
+                expires_in_s = expires.saturating_sub(unix),
+                "this node's membership credential expires soon: peers will cut it then; restart it with a new --credential"
+            );
+        }
+    }
+
+    /// Refuses a peer that presented no valid credential: disconnected and kept out for
+    /// [`REFUSED_BLOCK`].
+    fn refuse(&mut self, peer: PeerId, why: String) {
+        self.pending.remove(&peer);
+        warn!(%peer, reason = %why, "refused a peer: no valid membership credential");
+        self.refused.insert(peer, Instant::now() + REFUSED_BLOCK);
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        self.swarm.behaviour_mut().kad.remove_peer(&peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// Cuts a member from the mesh: disconnected, kept out (`for_at_least`, or while a
+    /// revocation list names it), and forgotten by the node.
+    async fn cut(&mut self, peer: PeerId, why: &str, for_at_least: Duration) {
+        warn!(%peer, reason = why, "cut a peer from the mesh");
+        self.refused.insert(peer, Instant::now() + for_at_least);
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        self.swarm.behaviour_mut().kad.remove_peer(&peer);
+        self.wanted.remove(&peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+        self.emit(Event::Excluded(peer)).await;
+    }
+
+    /// A newer revocation list was taken: cuts the members it names (`cut`), keeps out
+    /// every peer it names and lets in those a previous list named and this one does
+    /// not, saves it, and (if it came from here) gossips it.
+    async fn revoked(&mut self, list: Signed<Revocations>, cut: Vec<PeerId>, publish: bool) {
+        let Ok(verified) = list.verify() else { return };
+        let named: HashSet<PeerId> = verified.value.peers.iter().copied().collect();
+        info!(
+            issued = verified.value.issued,
+            peers = named.len(),
+            members_cut = cut.len(),
+            "new revocation list"
+        );
+        let lifted: Vec<PeerId> = self.revoked.difference(&named).copied().collect();
+        self.revoked = named;
+        let now = Instant::now();
+        for peer in lifted {
+            self.unblock(peer, now);
+        }
+        for peer in self.revoked.clone() {
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
+            self.pending.remove(&peer);
+            if self.swarm.is_connected(&peer) {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+        for peer in cut {
+            self.cut(peer, "revoked", Duration::ZERO).await;
+        }
+        if let Some(path) = &self.revocations_file
+            && let Some(text) = self.members.lock().expect("poisoned").revocations_text()
+            && let Err(e) = std::fs::write(path, text + "\n")
+        {
+            warn!(path = %path.display(), error = %e, "cannot save the revocation list");
+        }
+        if publish {
+            self.on_command(Command::Publish(Gossip::Revocations(list)));
+        }
+    }
+
+    /// Takes a revocation list that came from a peer (gossip or hello). Returns whether
+    /// it was the CA's (older lists included).
+    async fn take_revocations(&mut self, list: Signed<Revocations>, publish: bool) -> bool {
+        let taken = {
+            let mut members = self.members.lock().expect("poisoned");
+            let before = members.report().revocations_issued;
+            members
+                .take_revocations(&list)
+                .map(|cut| (members.report().revocations_issued != before).then_some(cut))
+        };
+        match taken {
+            Ok(Some(cut)) => {
+                self.revoked(list, cut, publish).await;
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                warn!(error = %e, "refused a revocation list");
+                false
+            }
+        }
+    }
+
+    /// A peer's hello (its request or its answer to ours).
+    async fn on_hello(&mut self, peer: PeerId, hello: Hello) {
+        if !self.members.lock().expect("poisoned").is_closed() {
+            return;
+        }
+        if let Some(list) = hello.revocations.clone() {
+            // Learned from a peer: gossip it on, others may not have it yet.
+            self.take_revocations(list, true).await;
+        }
+        let result = {
+            let mut members = self.members.lock().expect("poisoned");
+            if members.allows(&peer) {
+                return;
+            }
+            members.on_hello(peer, &hello, crate::tokens::unix_now())
+        };
+        match result {
+            Ok(()) if self.swarm.is_connected(&peer) => {
+                self.pending.remove(&peer);
+                info!(%peer, "peer admitted: its membership credential checked");
+                self.emit(Event::Connection(peer, true)).await;
+            }
+            Ok(()) => self.members.lock().expect("poisoned").forget(&peer),
+            Err(e) => self.refuse(peer, e.to_string()),
         }
     }
 
@@ -436,6 +695,8 @@ impl Driver {
                     info!(%peer, "disconnected a peer declared gone");
                 }
             }
+            // Applied by the run loop (it needs to emit events).
+            Command::Revoked(..) => {}
         }
     }
 
@@ -505,7 +766,21 @@ impl Driver {
             } => {
                 if num_established.get() == 1 {
                     info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
-                    self.emit(Event::Connection(peer_id, true)).await;
+                    let hello = {
+                        let members = self.members.lock().expect("poisoned");
+                        members.is_closed().then(|| members.hello())
+                    };
+                    match hello {
+                        // Closed mesh: a member once its credential checks.
+                        Some(hello) => {
+                            self.pending.insert(peer_id, Instant::now());
+                            self.swarm
+                                .behaviour_mut()
+                                .hello
+                                .send_request(&peer_id, hello);
+                        }
+                        None => self.emit(Event::Connection(peer_id, true)).await,
+                    }
                 }
                 if !self.bootstrapped {
                     self.bootstrapped = true;
@@ -519,7 +794,16 @@ impl Driver {
                 ..
             } => {
                 info!(peer = %peer_id, cause = ?cause, "peer disconnected");
-                self.emit(Event::Connection(peer_id, false)).await;
+                self.pending.remove(&peer_id);
+                let was_member = {
+                    let mut members = self.members.lock().expect("poisoned");
+                    let was = members.allows(&peer_id);
+                    members.forget(&peer_id);
+                    was || !members.is_closed()
+                };
+                if was_member {
+                    self.emit(Event::Connection(peer_id, false)).await;
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
@@ -527,6 +811,57 @@ impl Driver {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
             _ => {}
         }
+    }
+
+    async fn on_hello_event(&mut self, event: request_response::Event<Hello, Hello>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let ours = self.members.lock().expect("poisoned").hello();
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .hello
+                        .send_response(channel, ours);
+                    self.on_hello(peer, request).await;
+                }
+                request_response::Message::Response { response, .. } => {
+                    self.on_hello(peer, response).await;
+                }
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                if !self.pending.contains_key(&peer) || self.is_member(&peer) {
+                    return;
+                }
+                match error {
+                    // Not a Shoal node (or one too old to say hello), or silent: not a
+                    // member.
+                    request_response::OutboundFailure::UnsupportedProtocols
+                    | request_response::OutboundFailure::Timeout => {
+                        self.refuse(peer, format!("no hello: {error}"));
+                    }
+                    // The connection it went on closed (a duplicate of a simultaneous
+                    // dial, say): ask again on another one; without one, nothing to do.
+                    _ if self.swarm.is_connected(&peer) => {
+                        let ours = self.members.lock().expect("poisoned").hello();
+                        self.swarm.behaviour_mut().hello.send_request(&peer, ours);
+                    }
+                    _ => {
+                        self.pending.remove(&peer);
+                    }
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "hello from peer failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn is_member(&self, peer: &PeerId) -> bool {
+        self.members.lock().expect("poisoned").allows(peer)
     }
 
     async fn on_behaviour_event(&mut self, event: BehaviourEvent) {
@@ -554,12 +889,67 @@ impl Driver {
                     .map_or(Duration::ZERO, |(d, _)| d.from(&peer));
                 self.emit(Event::Rtt(peer, rtt + 2 * emulated)).await
             }
+            BehaviourEvent::Hello(event) => self.on_hello_event(event).await,
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
                 message,
             }) => {
+                // Closed mesh: only members' gossip is taken (and forwarded). Not a
+                // strike: a peer's first messages may beat its hello.
+                let (member, closed) = {
+                    let members = self.members.lock().expect("poisoned");
+                    (members.allows(&propagation_source), members.is_closed())
+                };
+                if !member {
+                    debug!(from = %propagation_source, "ignored gossip from a non-member");
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Ignore,
+                        );
+                    return;
+                }
                 let verdict = verify(&message.data);
+                if let Ok(Event::Revocations(list)) = verdict {
+                    // Forwarded only if it is the CA's (only newer lists spread far:
+                    // gossipsub drops what a node has seen).
+                    let acceptance = if !closed {
+                        MessageAcceptance::Ignore
+                    } else if self.take_revocations(list, false).await {
+                        MessageAcceptance::Accept
+                    } else {
+                        self.strike(propagation_source);
+                        MessageAcceptance::Reject
+                    };
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            acceptance,
+                        );
+                    return;
+                }
+                // Signed by a revoked peer, relayed by a member the list has not reached
+                // yet: dropped here, not held against the relay.
+                if let Ok(signer) = verdict.as_ref().map(signer)
+                    && signer.is_some_and(|s| self.members.lock().expect("poisoned").is_revoked(&s))
+                {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Ignore,
+                        );
+                    return;
+                }
                 let acceptance = match &verdict {
                     Ok(_) => MessageAcceptance::Accept,
                     Err(e) => {
@@ -628,5 +1018,17 @@ pub fn verify(bytes: &[u8]) -> Result<Event, String> {
         }
         Gossip::Segment(s) => Event::Announcement(s.verify().map_err(|e| e.to_string())?),
         Gossip::End(s) => Event::End(s.verify().map_err(|e| e.to_string())?),
+        // Checked against the mesh CA by the driver, which knows it.
+        Gossip::Revocations(s) => Event::Revocations(s),
     })
+}
+
+/// The node that signed what a gossip event carries.
+fn signer(event: &Event) -> Option<PeerId> {
+    match event {
+        Event::Status(v) => Some(v.signer),
+        Event::Announcement(v) => Some(v.signer),
+        Event::End(v) => Some(v.signer),
+        _ => None,
+    }
 }
