@@ -45,11 +45,13 @@ SHOAL=$ROOT/target/release/shoal
 SIM=$ROOT/target/release/shoal-sim
 
 # ---- 1. HTTP egress against nginx ---------------------------------------------------
+# The stream is ingested once and then only served, with pauses while nginx runs: it must
+# not be forgotten as an idle stream in between (--ingest-forget).
 SHOAL_HTTP=127.0.0.1:$BASE_PORT
 NGINX_HTTP=127.0.0.1:$((BASE_PORT + 1))
 "$SHOAL" run --data-dir "$WORK/node" --http "$SHOAL_HTTP" \
   --p2p "/ip4/127.0.0.1/udp/$((BASE_PORT + 2))/quic-v1" --data "127.0.0.1:$((BASE_PORT + 3))" \
-  --ingest-key "$KEY" >"$WORK/node.log" 2>&1 &
+  --ingest-key "$KEY" --ingest-forget 86400 >"$WORK/node.log" 2>&1 &
 SHOAL_PID=$!
 PIDS+=($SHOAL_PID)
 for _ in $(seq 1 100); do curl -fsS "http://$SHOAL_HTTP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -118,6 +120,13 @@ print(json.dumps({"bench": bench, "target": name, "server": server, "connections
   "socket_errors": sum(map(int, errors.groups())) if errors else 0,
   "non_2xx": int(non2xx.group(1)) if non2xx else 0}))
 PY
+  # A server that answered anything but 200 is not measured at all: say what it said.
+  if grep -q "Non-2xx" <<<"$out"; then
+    log "$name on $server: $(grep "Non-2xx" <<<"$out"); now it answers:"
+    curl -s -i "$url" | head -c 600 | tr -d '\0' | grep -av '^[^[:print:]]' | head -12 >&2 || true
+    local base=${url#http://}; base=${base%%/*}
+    curl -s "http://$base/api/status" | python3 -c 'import json,sys; s=json.load(sys.stdin); print({k: v for k, v in s["counters"].items() if "viewer" in k}, s.get("load"))' >&2 || true
+  fi
 }
 for target in "segment-1MB 0.ts" "segment-200KB 1.ts" "playlist index.m3u8"; do
   set -- $target
@@ -140,7 +149,8 @@ TOKEN_HTTP=127.0.0.1:$((BASE_PORT + 4))
 VIEWER_KEY=$("$SHOAL" keygen "$WORK/viewer.pem" | tail -1)
 "$SHOAL" run --data-dir "$WORK/node-tokens" --http "$TOKEN_HTTP" \
   --p2p "/ip4/127.0.0.1/udp/$((BASE_PORT + 5))/quic-v1" --data "127.0.0.1:$((BASE_PORT + 6))" \
-  --ingest-key "$KEY" --viewer-key "$VIEWER_KEY" >"$WORK/node-tokens.log" 2>&1 &
+  --ingest-key "$KEY" --viewer-key "$VIEWER_KEY" --ingest-forget 86400 \
+  >"$WORK/node-tokens.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do curl -fsS "http://$TOKEN_HTTP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 SHOAL_HTTP_PLAIN=$SHOAL_HTTP SHOAL_HTTP=$TOKEN_HTTP
