@@ -1,7 +1,6 @@
 //! Node configuration: command-line flags, `SHOAL_*` environment variables and a TOML
 //! file (`--config FILE`), in that order of precedence, over built-in defaults.
 
-use crate::core;
 use crate::data::server::Faults;
 use crate::units;
 use clap::Args;
@@ -40,7 +39,7 @@ pub struct NodeConfig {
     /// unspecified address (0.0.0.0).
     pub advertise_ip: Option<IpAddr>,
     /// Core tunables.
-    pub core: core::Config,
+    pub core: shoal_core::Config,
     /// Where the `/watch` page loads hls.js from.
     pub hls_js_url: String,
     /// Token for the admin API (`POST /api/drain`); none: the admin API is off. With
@@ -85,9 +84,9 @@ impl NodeConfig {
             advertise_ip: None,
             // Many nodes share one process (and its CPU figure) in tests and the
             // simulator: CPU must not stop them taking viewers.
-            core: core::Config {
+            core: shoal_core::Config {
                 cpu_limit_permille: 0,
-                ..core::Config::default()
+                ..shoal_core::Config::default()
             },
             hls_js_url: crate::http::watch::DEFAULT_HLS_JS_URL.to_string(),
             admin_token: None,
@@ -299,7 +298,7 @@ impl RunArgs {
             }
             None => FileConfig::default(),
         };
-        let defaults = core::Config::default();
+        let defaults = shoal_core::Config::default();
         let capacity = match self.egress_capacity {
             Some(c) => c,
             None => file
@@ -321,7 +320,7 @@ impl RunArgs {
         };
         let cpu_limit = self.cpu_limit.or(file.cpu_limit).unwrap_or(90);
         anyhow::ensure!(cpu_limit <= 100, "cpu_limit must be a percentage (0-100)");
-        let mut core = core::Config {
+        let mut core = shoal_core::Config {
             egress_capacity_bps: capacity,
             ingest_reserve_bps: reserve.of(capacity),
             cpu_limit_permille: cpu_limit * 10,

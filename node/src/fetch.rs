@@ -2,13 +2,13 @@
 //! byte checked against its signed announcement, concurrent requests for the same thing
 //! sharing one pull.
 
-use crate::core::Rejected;
 use crate::data::client::{DataError, Target};
 use crate::metrics::add;
 use crate::node::Shared;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared as SharedFuture};
+use shoal_core::Rejected;
 use shoal_protocol::PeerId;
 use shoal_protocol::content::ContentId;
 use shoal_protocol::data::Request;

@@ -1,14 +1,13 @@
 //! The Shoal node.
 //!
-//! - [`core`]: the sans-io brain (peer table, stream windows, holder choice, prefetch,
-//!   liveness), driven by events and emitting actions.
-//! - The runtime around it: [`control`] (libp2p: discovery and gossip), [`data`] (quinn:
+//! The runtime that drives the sans-io brain, [`shoal_core`] (peer table, stream windows,
+//! holder choice, prefetch, liveness, admission): events in, actions out.
+//! - Its parts: [`control`] (libp2p: discovery and gossip), [`data`] (quinn:
 //!   segment pulls between nodes), [`http`] (viewers, ingest, admin API), [`store`] (the
 //!   segment bytes), [`fetch`] (coalesced, verified pulls), tied together by [`node`].
 
 pub mod config;
 pub mod control;
-pub mod core;
 pub mod cpu;
 pub mod data;
 pub mod due;

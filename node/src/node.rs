@@ -7,8 +7,6 @@
 
 use crate::config::NodeConfig;
 use crate::control::{self, Command, Event};
-use crate::core::streams::Source;
-use crate::core::{Action, Core, Upload, requester_key};
 use crate::data::{self, Provider, Supply};
 use crate::fetch::Inflight;
 use crate::identity::{self, IdentityError};
@@ -17,6 +15,8 @@ use crate::store::Store;
 use bytes::Bytes;
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use shoal_core::streams::Source;
+use shoal_core::{Action, Core, Upload, requester_key};
 use shoal_protocol::PeerId;
 use shoal_protocol::content::ContentId;
 use shoal_protocol::gossip::Gossip;
@@ -166,7 +166,7 @@ pub struct SegmentInfo {
 }
 
 impl SegmentInfo {
-    fn of(entry: &crate::core::streams::Entry) -> Self {
+    fn of(entry: &shoal_core::streams::Entry) -> Self {
         Self {
             held_at: entry.held.map(|h| h.at),
             from: match entry.held.map(|h| h.source) {

@@ -7,7 +7,7 @@
 //! suite). `scripts/fuzz.sh` runs either for a given number of executions per target.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use shoal_node::core::{Config as CoreConfig, Core};
+use shoal_core::{Config as CoreConfig, Core};
 use shoal_node::http::{ingest, live, query::Query, range, session, viewer_token};
 use shoal_node::members::{Closed, Members, issue_credential, issue_revocations};
 use shoal_node::tokens::{SigningKey, Verifier};

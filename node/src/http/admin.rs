@@ -9,8 +9,6 @@
 
 use super::HttpError;
 use super::auth::require_bearer;
-use crate::core::balance::viewer_budget;
-use crate::core::streams::Source;
 use crate::node::Shared;
 use axum::Json;
 use axum::Router;
@@ -20,6 +18,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use shoal_core::balance::viewer_budget;
+use shoal_core::streams::Source;
 use shoal_protocol::status::Load;
 use std::sync::Arc;
 use std::time::Instant;

@@ -8,7 +8,7 @@
 //! to go. Near a bound, a new connection must send its first request within a short
 //! deadline.
 
-use crate::core::viewers::Sid;
+use shoal_core::viewers::Sid;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

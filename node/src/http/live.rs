@@ -3,8 +3,6 @@
 use super::conns::Conn;
 use super::query::{Query, REDIRECT_MARKER};
 use super::{HttpError, range, session, viewer_token};
-use crate::core::balance::{Admission, Target};
-use crate::core::viewers::Sid;
 use crate::fetch::FetchError;
 use crate::hls;
 use crate::metrics::add;
@@ -13,6 +11,8 @@ use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use shoal_core::balance::{Admission, Target};
+use shoal_core::viewers::Sid;
 use shoal_protocol::content::ContentId;
 use shoal_protocol::segment::{self, Container};
 use shoal_protocol::stream;

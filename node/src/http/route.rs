@@ -4,13 +4,13 @@
 use super::HttpError;
 use super::live::{full, redirect, viewer_url};
 use super::query::Query;
-use crate::core::balance::RETRY_AFTER;
 use crate::metrics::add;
 use crate::node::Shared;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use shoal_core::balance::RETRY_AFTER;
 use shoal_protocol::stream;
 use std::sync::Arc;
 use std::time::Instant;

@@ -6,7 +6,7 @@
 //! its id through redirects to other nodes; what one address can do with invented ids is
 //! bounded by the core (`core::viewers`).
 
-use crate::core::viewers::{Sid, Viewer};
+use shoal_core::viewers::{Sid, Viewer};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -3,7 +3,8 @@
 //! Events go in through the `handle_*` methods, each given `now`; decisions come out as
 //! [`Action`]s pulled with [`Core::poll_action`], and queries ([`Core::holders`],
 //! [`Core::playlist`], ...) answer from state. The node runtime drives it with tokio,
-//! libp2p, quinn and HTTP; the simulator can drive the very same core in virtual time.
+//! libp2p, quinn and HTTP (`shoal-node`); the simulator can drive the very same core in
+//! virtual time. This crate depends on no I/O crate at all, and reads no clock.
 //!
 //! - [`peers`]: the peer table (status, RTT, liveness, penalties).
 //! - [`streams`]: each stream's window of signed announcements and held segments.
@@ -387,7 +388,7 @@ impl Core {
     }
 
     /// Asks for the segments of `stream` near its live edge that are not held.
-    pub(super) fn prefetch_stream(&mut self, name: &stream::Name) {
+    pub(crate) fn prefetch_stream(&mut self, name: &stream::Name) {
         let Some(s) = self.streams.get(name) else {
             return;
         };

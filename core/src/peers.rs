@@ -194,12 +194,12 @@ impl PeerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testing::{peer, status_holding};
+    use crate::testing::{peer, status_holding};
 
     #[test]
     fn newer_status_wins_and_stale_is_ignored() {
         let mut t = PeerTable::default();
-        let now = Instant::now();
+        let now = crate::testing::t0();
         let p = peer(1);
         assert_eq!(
             t.on_status(p, status_holding(2, "a", 0, 5), now),
@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn silent_peers_expire() {
         let mut t = PeerTable::default();
-        let t0 = Instant::now();
+        let t0 = crate::testing::t0();
         t.on_status(peer(1), status_holding(1, "a", 0, 1), t0);
         t.on_status(
             peer(2),
@@ -237,7 +237,7 @@ mod tests {
         // A peer's signed statuses can be recorded and sent again by anyone: a replay
         // (same or older version) changes nothing, not even when it was last heard of.
         let mut t = PeerTable::default();
-        let t0 = Instant::now();
+        let t0 = crate::testing::t0();
         t.on_status(peer(1), status_holding(2, "a", 0, 5), t0);
         for (i, version) in [2, 1, 2].into_iter().enumerate() {
             let at = t0 + Duration::from_secs(2 + i as u64);
@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn penalty_grows_for_repeat_offenders() {
         let mut t = PeerTable::default();
-        let t0 = Instant::now();
+        let t0 = crate::testing::t0();
         let base = Duration::from_secs(10);
         t.on_bad_bytes(peer(1), base, t0);
         assert!(

@@ -1,8 +1,8 @@
 //! The balancer's decisions in virtual time.
 
 use super::*;
-use crate::core::testing::{announcement_sized, peer, status_holding};
-use crate::core::{Config, Upload};
+use crate::testing::{announcement_sized, peer, status_holding};
+use crate::{Config, Upload};
 use shoal_protocol::status::Status;
 
 const MBIT: u64 = 1_000_000;
@@ -50,7 +50,7 @@ fn to(n: u8) -> Admission {
 
 #[test]
 fn serves_while_it_has_headroom_then_redirects_then_refuses() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(2 * MBIT, t0);
     core.handle_status(peer(1), status(1, 1, 10 * MBIT, 9 * MBIT, true), t0);
     let s = name("s");
@@ -84,7 +84,7 @@ fn serves_while_it_has_headroom_then_redirects_then_refuses() {
 
 #[test]
 fn no_capacity_means_no_limit() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(0, t0);
     core.handle_status(peer(1), status(1, 1, 0, 0, true), t0);
     for v in 0..1000 {
@@ -98,7 +98,7 @@ fn no_capacity_means_no_limit() {
 
 #[test]
 fn redirect_target_is_near_holding_and_not_full_or_draining() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(MBIT, t0);
     let s = name("s");
     core.admit_viewer(&s, 1, false, t0);
@@ -133,7 +133,7 @@ fn redirect_target_is_near_holding_and_not_full_or_draining() {
 
 #[test]
 fn a_burst_between_statuses_spreads_over_peers() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(MBIT, t0);
     let s = name("s");
     core.admit_viewer(&s, 0, false, t0);
@@ -159,7 +159,7 @@ fn a_burst_between_statuses_spreads_over_peers() {
 
 #[test]
 fn draining_redirects_new_viewers_and_hands_off_admitted_ones() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(10 * MBIT, t0);
     let s = name("s");
     core.handle_status(peer(1), status(1, 1, 10 * MBIT, 0, true), t0);
@@ -180,7 +180,7 @@ fn draining_redirects_new_viewers_and_hands_off_admitted_ones() {
 
 #[test]
 fn route_picks_the_cheapest_node_including_this_one() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(10 * MBIT, t0);
     let s = name("s");
     core.handle_status(peer(1), status(1, 1, 10 * MBIT, 0, true), t0);
@@ -198,7 +198,7 @@ fn route_picks_the_cheapest_node_including_this_one() {
 
 #[test]
 fn busy_cpu_takes_no_new_viewers() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(10 * MBIT, t0);
     let s = name("s");
     let mut hot = status(1, 1, 10 * MBIT, 0, true);
@@ -214,7 +214,7 @@ fn busy_cpu_takes_no_new_viewers() {
 
 #[test]
 fn rising_demand_pre_warms_the_peers_viewers_will_be_sent_to() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(4 * MBIT, t0);
     let s = name("s");
     // 1 holds the stream and has room for 16; 2 and 3 are empty, 3 is far.
@@ -254,7 +254,7 @@ fn rising_demand_pre_warms_the_peers_viewers_will_be_sent_to() {
     assert!(
         actions
             .iter()
-            .any(|a| matches!(a, crate::core::Action::Sync { from, .. } if *from == peer(0))),
+            .any(|a| matches!(a, crate::Action::Sync { from, .. } if *from == peer(0))),
         "{actions:?}"
     );
     other
@@ -264,7 +264,7 @@ fn rising_demand_pre_warms_the_peers_viewers_will_be_sent_to() {
     assert!(
         actions
             .iter()
-            .any(|a| matches!(a, crate::core::Action::Prefetch(_))),
+            .any(|a| matches!(a, crate::Action::Prefetch(_))),
         "{actions:?}"
     );
     // Not renewed: it cools down.
@@ -274,7 +274,7 @@ fn rising_demand_pre_warms_the_peers_viewers_will_be_sent_to() {
 
 #[test]
 fn a_new_viewer_costs_twice_its_bitrate_while_it_fills_its_buffer() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(4 * MBIT, t0);
     core.config.startup_window = Duration::from_secs(5);
     let s = name("s");
@@ -303,7 +303,7 @@ fn a_new_viewer_costs_twice_its_bitrate_while_it_fills_its_buffer() {
 
 #[test]
 fn measured_egress_beyond_the_model_takes_no_new_viewers() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(4 * MBIT, t0);
     // Peer 1's model says empty but it is measured sending all it may; peer 3 has room.
     let mut busy = status(1, 1, 10 * MBIT, 0, true);
@@ -339,7 +339,7 @@ fn measured_egress_beyond_the_model_takes_no_new_viewers() {
 
 #[test]
 fn past_capacity_only_its_own_ingest_is_relayed() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = node(4 * MBIT, t0);
     // "i" is ingested here; "s" is relayed (from peer 9).
     let ingested = announcement_sized(0, "i", 0, None, 125_000);

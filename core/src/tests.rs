@@ -21,7 +21,7 @@ fn drain(core: &mut Core) -> Vec<Action> {
 
 #[test]
 fn nearest_holder_first_and_bad_peers_avoided() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_status(peer(1), status_holding(1, "s", 0, 9), t0);
     core.handle_status(peer(2), status_holding(1, "s", 0, 9), t0);
@@ -41,7 +41,7 @@ fn nearest_holder_first_and_bad_peers_avoided() {
 
 #[test]
 fn signer_counts_as_holder_before_its_status_says_so() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_status(peer(1), status_holding(1, "other", 0, 1), t0);
     core.handle_announcement(announcement_by(1, "s", 0, None), t0)
@@ -51,7 +51,7 @@ fn signer_counts_as_holder_before_its_status_says_so() {
 
 #[test]
 fn watched_streams_are_prefetched_on_announcement() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_announcement(announcement_by(1, "s", 0, None), t0)
         .unwrap();
@@ -77,7 +77,7 @@ fn watched_streams_are_prefetched_on_announcement() {
 
 #[test]
 fn a_stream_asked_for_is_prefetched_from_the_live_edge_while_players_poll() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     for seq in 0..6 {
         core.handle_announcement(announcement_by(1, "s", seq, None), t0)
@@ -107,7 +107,7 @@ fn a_stream_asked_for_is_prefetched_from_the_live_edge_while_players_poll() {
 
 #[test]
 fn prefetches_without_a_known_holder_are_retried_when_a_peer_appears() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     // Announcements arrive (gossip) before the signer's first status: nobody to ask yet.
     for seq in 0..8 {
@@ -141,7 +141,7 @@ fn prefetches_without_a_known_holder_are_retried_when_a_peer_appears() {
 
 #[test]
 fn gaps_trigger_a_rate_limited_sync_with_the_signer() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_announcement(announcement_by(1, "s", 0, None), t0)
         .unwrap();
@@ -164,7 +164,7 @@ fn gaps_trigger_a_rate_limited_sync_with_the_signer() {
 
 #[test]
 fn window_bounds_memory_and_evicts() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let config = Config {
         window: 4,
         ..Config::default()
@@ -189,7 +189,7 @@ fn window_bounds_memory_and_evicts() {
 
 #[test]
 fn status_is_periodic_and_prompt_on_change() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_tick(t0);
     assert_eq!(drain(&mut core), vec![Action::PublishStatus]);
@@ -206,7 +206,7 @@ fn status_is_periodic_and_prompt_on_change() {
 
 #[test]
 fn silent_peers_are_declared_gone() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_status(peer(1), status_holding(1, "s", 0, 1), t0);
     core.handle_tick(t0 + Duration::from_secs(3));
@@ -218,7 +218,7 @@ fn silent_peers_are_declared_gone() {
 
 #[test]
 fn behind_a_holder_of_a_watched_stream_syncs() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_status(peer(1), status_holding(1, "s", 0, 8), t0);
     drain(&mut core);
@@ -236,7 +236,7 @@ fn behind_a_holder_of_a_watched_stream_syncs() {
 
 #[test]
 fn oversized_and_conflicting_announcements_are_rejected() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let config = Config {
         max_segment_size: 2,
         ..Config::default()
@@ -256,7 +256,7 @@ fn oversized_and_conflicting_announcements_are_rejected() {
 
 #[test]
 fn each_segment_is_uploaded_to_at_most_fanout_peers() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let config = Config {
         fanout: 2,
         ..Config::default()
@@ -279,7 +279,7 @@ fn each_segment_is_uploaded_to_at_most_fanout_peers() {
 
 #[test]
 fn busy_holders_are_ranked_last_for_a_while() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_status(peer(1), status_holding(1, "s", 0, 9), t0);
     core.handle_status(peer(2), status_holding(1, "s", 0, 9), t0);
@@ -296,7 +296,7 @@ fn busy_holders_are_ranked_last_for_a_while() {
 
 #[test]
 fn the_earliest_live_ingest_claim_is_followed_and_the_standby_takes_over() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     let s = name("s");
     assert_eq!(core.active_source(&s), None);
@@ -323,7 +323,7 @@ fn the_earliest_live_ingest_claim_is_followed_and_the_standby_takes_over() {
 
 #[test]
 fn last_signer_tells_a_source_switch() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_announcement(announcement_by(1, "s", 0, None), t0)
         .unwrap();
@@ -335,7 +335,7 @@ fn last_signer_tells_a_source_switch() {
 
 #[test]
 fn busy_answers_name_the_fed_peers_in_rotation() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let config = Config {
         fanout: 2,
         ..Config::default()
@@ -371,7 +371,7 @@ fn busy_answers_name_the_fed_peers_in_rotation() {
 
 #[test]
 fn the_data_planes_rtt_ranks_a_peer_over_the_pings() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_status(peer(1), status_holding(1, "s", 0, 9), t0);
     core.handle_status(peer(2), status_holding(1, "s", 0, 9), t0);
@@ -405,7 +405,7 @@ fn the_data_planes_rtt_ranks_a_peer_over_the_pings() {
 
 #[test]
 fn far_holders_are_reached_through_the_nearby_leader() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     // Two siblings near each other, the origin (peer 1) far from both.
     let (low, high) = if peer(2) < peer(5) { (2, 5) } else { (5, 2) };
     let sibling = |me: u8, other: u8, carries: &str| {
@@ -436,7 +436,7 @@ fn far_holders_are_reached_through_the_nearby_leader() {
 
 #[test]
 fn a_stream_with_no_new_segment_for_two_durations_is_stalled() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     assert!(!core.source_stalled(&name("s"), t0));
     core.handle_announcement(announcement_by(1, "s", 0, None), t0)
@@ -461,7 +461,7 @@ fn a_stream_with_no_new_segment_for_two_durations_is_stalled() {
 fn sequence_numbers_beyond_the_bound_are_refused() {
     // A peer signs what it likes: an announcement at the top of the number space must
     // not overflow the arithmetic on it (the next number, the prefetch edge).
-    let t0 = Instant::now();
+    let t0 = crate::testing::t0();
     let mut core = Core::new(peer(0), Config::default());
     core.handle_media(&name("s"), 42, t0);
     for seq in [u64::MAX, u64::MAX - 1, segment::MAX_SEQ + 1] {

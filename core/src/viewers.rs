@@ -487,7 +487,7 @@ mod tests {
 
     #[test]
     fn players_that_open_a_connection_per_request_are_counted_once_each() {
-        let (mut t, s, t0) = (Sessions::default(), name("s"), Instant::now());
+        let (mut t, s, t0) = (Sessions::default(), name("s"), crate::testing::t0());
         let mut minted = 0;
         // Three players behind address 9, 10 ms apart, reload every second for 30 s, each
         // time on a new connection and without their id; segments carry the id they got.
@@ -512,7 +512,7 @@ mod tests {
 
     #[test]
     fn players_keeping_a_connection_are_never_adopted() {
-        let (mut t, s, t0) = (Sessions::default(), name("s"), Instant::now());
+        let (mut t, s, t0) = (Sessions::default(), name("s"), crate::testing::t0());
         let a = Sid::new("a").unwrap();
         // Its playlist opened the connection; until its next request comes it may be a
         // player keeping its connection, however long that takes (a slow network, a
@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn pending_until_media_then_watching_until_idle() {
-        let (mut t, s, t0) = (Sessions::default(), name("s"), Instant::now());
+        let (mut t, s, t0) = (Sessions::default(), name("s"), crate::testing::t0());
         t.admit(&s, viewer(1, 9), t0);
         assert_eq!(
             t.counts(&s),
@@ -562,7 +562,7 @@ mod tests {
 
     #[test]
     fn a_session_that_fetches_nothing_costs_nothing_within_seconds() {
-        let (mut t, s, t0) = (Sessions::default(), name("s"), Instant::now());
+        let (mut t, s, t0) = (Sessions::default(), name("s"), crate::testing::t0());
         assert!(
             t.admit(&s, viewer(1, 9), t0),
             "demand for the stream starts"
@@ -581,7 +581,7 @@ mod tests {
 
     #[test]
     fn invented_sessions_of_one_address_are_bounded() {
-        let (mut t, s, t0) = (Sessions::default(), name("s"), Instant::now());
+        let (mut t, s, t0) = (Sessions::default(), name("s"), crate::testing::t0());
         for sid in 0..200 {
             t.admit(&s, viewer(1000 + sid, 9), t0);
         }
@@ -599,7 +599,7 @@ mod tests {
 
     #[test]
     fn newest_are_shed_first() {
-        let (mut t, s, t0) = (Sessions::default(), name("s"), Instant::now());
+        let (mut t, s, t0) = (Sessions::default(), name("s"), crate::testing::t0());
         for i in 0..4u128 {
             let at = t0 + Duration::from_secs(i as u64);
             t.media(&s, viewer(i, i), at);

@@ -231,7 +231,7 @@ impl StreamState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testing::announcement;
+    use crate::testing::announcement;
 
     #[test]
     fn window_trims_oldest_and_frees_unused_inits() {
@@ -283,7 +283,7 @@ mod tests {
     #[test]
     fn held_range_and_provenance() {
         let mut s = StreamState::new(stream::Name::new("a").unwrap());
-        let now = Instant::now();
+        let now = crate::testing::t0();
         for seq in 0..4 {
             s.add(announcement("a", seq, None), 10);
         }

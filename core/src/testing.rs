@@ -97,3 +97,10 @@ pub fn announcement_sized(
 pub fn announcement(stream: &str, seq: u64, init: Option<u64>) -> Verified<Announcement> {
     announcement_by(100, stream, seq, init)
 }
+
+/// The epoch of a test: tests run in virtual time from here, the only clock reading in
+/// the crate.
+#[allow(clippy::disallowed_methods)]
+pub fn t0() -> std::time::Instant {
+    std::time::Instant::now()
+}
