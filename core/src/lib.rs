@@ -10,9 +10,14 @@
 //! - [`streams`]: each stream's window of signed announcements and held segments.
 //! - [`viewers`]: recent viewers per stream, which drive prefetching.
 //! - [`balance`]: admission, redirects, pre-warming and drain.
+//! - [`own_status`]: the status this node publishes.
+//! - [`pull`]: each pull of a segment, init or manifest as a state machine: whom to ask,
+//!   in what order, what a busy or bad answer changes.
 
 pub mod balance;
 pub mod peers;
+pub mod pull;
+pub mod own_status;
 pub mod streams;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -39,6 +44,9 @@ pub const PREFETCH_DEPTH: u64 = 3;
 fn near_edge(seq: u64, newest: u64) -> bool {
     seq + PREFETCH_DEPTH > newest
 }
+
+/// Most pulls in flight on one node: far more than its streams' windows ask for at once.
+pub const MAX_PULLS: usize = 4096;
 
 /// Most peers a node probes over the data plane to learn their RTT (others are ranked
 /// by ping until a pull measures them).
@@ -215,6 +223,7 @@ pub struct Core {
     claims: HashMap<stream::Name, Claim>,
     balance: balance::State,
     last_prewarm: Option<Instant>,
+    pulls: pull::Pulls,
 }
 
 /// This node's own ingest claim on a stream.
@@ -240,6 +249,7 @@ impl Core {
             claims: HashMap::new(),
             balance: balance::State::default(),
             last_prewarm: None,
+            pulls: pull::Pulls::default(),
         }
     }
 

@@ -1,34 +1,26 @@
-//! Pulling segments, init segments and manifests from peers: nearest holder first, every
-//! byte checked against its signed announcement, concurrent requests for the same thing
-//! sharing one pull.
+//! Pulling segments, init segments and manifests from peers, as the core's pull state
+//! machines direct (`shoal_core::pull`: whom to ask, when, and what an answer changes):
+//! every byte checked against its signed announcement, concurrent requests for the same
+//! thing sharing one pull.
 
-use crate::data::client::{DataError, Target};
+use crate::data::client::{DataError, Manifest, Target};
 use crate::metrics::add;
 use crate::node::Shared;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared as SharedFuture};
-use shoal_core::Rejected;
+use shoal_core::pull::{PullFailed, PullId, PullResult, PullStep, Pulled};
+use shoal_core::{Core, Rejected};
 use shoal_protocol::PeerId;
 use shoal_protocol::content::ContentId;
 use shoal_protocol::data::Request;
 use shoal_protocol::segment::{self, Announcement};
 use shoal_protocol::stream;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use thiserror::Error;
 use tracing::{debug, info, warn};
-
-/// Holders tried per round of a pull: enough to route around a bad or dead peer or two,
-/// few enough that a round stays short.
-const MAX_ATTEMPTS: usize = 4;
-/// A pull whose holders are all at their fan-out limit waits this long and asks again:
-/// by then the peers they fed hold the segment (and say so in their status).
-const BUSY_PAUSE: Duration = Duration::from_millis(150);
-/// How long a pull keeps going round busy holders before giving up: several segment
-/// transfers deep into the fan-out tree, well under a player's patience.
-const BUSY_DEADLINE: Duration = Duration::from_secs(8);
 
 /// Why a pull failed.
 #[derive(Debug, Error, Clone)]
@@ -45,9 +37,59 @@ pub enum FetchError {
     /// Every holder tried is at its fan-out limit (and stayed so until the deadline).
     #[error("all holders busy")]
     AllBusy,
+    /// Too many pulls in flight on this node.
+    #[error("too many pulls in flight")]
+    Overloaded,
     /// The pull task died.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl FetchError {
+    /// The core's verdict on a pull, with the last error a peer gave.
+    fn from_pull(failed: PullFailed, last: Option<DataError>) -> Self {
+        match failed {
+            PullFailed::NotAnnounced => Self::NotAnnounced,
+            PullFailed::NoHolder => Self::NoHolder,
+            PullFailed::AllBusy => Self::AllBusy,
+            PullFailed::Overloaded => Self::Overloaded,
+            PullFailed::AllFailed => Self::AllFailed(
+                last.unwrap_or_else(|| DataError::Protocol("bytes did not match".into())),
+            ),
+            PullFailed::Unknown => Self::Internal("the core forgot the pull".into()),
+        }
+    }
+}
+
+/// What a pull must bring back.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Bytes of this size and hash.
+    Bytes(u64, ContentId),
+    /// A manifest (its entries are verified one by one).
+    Manifest,
+}
+
+/// What a peer sent.
+enum Fetched {
+    Bytes(Bytes),
+    Manifest(Manifest),
+}
+
+/// Tells the core a pull is over if its driver is dropped before the end.
+struct CancelOnDrop<'a> {
+    core: &'a Mutex<Core>,
+    id: Option<PullId>,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take()
+            && let Ok(mut core) = self.core.lock()
+        {
+            core.cancel_pull(id);
+        }
+    }
 }
 
 /// What is being pulled.
@@ -228,24 +270,11 @@ impl Shared {
             stream: a.id.stream.clone(),
             seq: a.id.seq,
         };
-        // A nearer peer pulling the same segment from afar: join its pull.
-        let leader = self
-            .core
-            .lock()
-            .expect("poisoned")
-            .relay_leader(&a.id, Instant::now());
-        let through_leader = match leader {
-            Some((peer, wait)) => {
-                tokio::time::sleep(wait).await;
-                self.pull_verified(&[peer], &request, a.size, a.hash, &a.id.to_string())
-                    .await
-                    .ok()
-            }
-            None => None,
-        };
-        let (bytes, from) = match through_leader {
-            Some(found) => found,
-            None => self.pull_from_holders(&a, &request).await?,
+        let expect = Expect::Bytes(a.size, a.hash);
+        let what = Pulled::Segment(a.id.clone());
+        let (fetched, from) = self.drive_pull(what, &request, expect).await?;
+        let Fetched::Bytes(bytes) = fetched else {
+            return Err(FetchError::Internal("a manifest for a segment".into()));
         };
         self.store
             .lock()
@@ -269,56 +298,25 @@ impl Shared {
         Ok(bytes)
     }
 
-    /// Pulls a segment from its holders, nearest first; while all are busy, tries again
-    /// until [`BUSY_DEADLINE`].
-    async fn pull_from_holders(
-        &self,
-        a: &Announcement,
-        request: &Request,
-    ) -> Result<(Bytes, PeerId), FetchError> {
-        let deadline = Instant::now() + BUSY_DEADLINE;
-        loop {
-            let holders = self
-                .core
-                .lock()
-                .expect("poisoned")
-                .holders(&a.id, Instant::now());
-            if holders.is_empty() {
-                return Err(FetchError::NoHolder);
-            }
-            match self
-                .pull_verified(&holders, request, a.size, a.hash, &a.id.to_string())
-                .await
-            {
-                Err(FetchError::AllBusy) if Instant::now() < deadline => {
-                    tokio::time::sleep(BUSY_PAUSE).await;
-                }
-                result => return result,
-            }
-        }
-    }
-
     async fn pull_init(
         self: Arc<Self>,
         stream: stream::Name,
         hash: ContentId,
         size: u64,
     ) -> Result<Bytes, FetchError> {
-        let holders = self
-            .core
-            .lock()
-            .expect("poisoned")
-            .stream_holders(&stream, Instant::now());
-        if holders.is_empty() {
-            return Err(FetchError::NoHolder);
-        }
         let request = Request::Init {
             stream: stream.clone(),
             hash,
         };
-        let (bytes, _) = self
-            .pull_verified(&holders, &request, size, hash, &format!("{stream} init"))
+        let what = Pulled::Init { stream, hash };
+        let (fetched, _) = self
+            .drive_pull(what, &request, Expect::Bytes(size, hash))
             .await?;
+        let Fetched::Bytes(bytes) = fetched else {
+            return Err(FetchError::Internal(
+                "a manifest for an init segment".into(),
+            ));
+        };
         self.store
             .lock()
             .expect("poisoned")
@@ -326,134 +324,160 @@ impl Shared {
         Ok(bytes)
     }
 
-    /// Tries `holders` in order until one returns bytes matching `hash` and `size`.
-    async fn pull_verified(
-        &self,
-        holders: &[PeerId],
-        request: &Request,
-        size: u64,
-        hash: ContentId,
-        what: &str,
-    ) -> Result<(Bytes, PeerId), FetchError> {
-        let mut last = FetchError::NoHolder;
-        let mut busy = false;
-        let mut queue: VecDeque<PeerId> = holders.iter().take(MAX_ATTEMPTS).copied().collect();
-        let mut tried: Vec<PeerId> = Vec::new();
-        while let Some(peer) = queue.pop_front() {
-            if tried.contains(&peer) || tried.len() >= 2 * MAX_ATTEMPTS {
-                continue;
-            }
-            tried.push(peer);
-            let Some(target) = self.target(&peer) else {
-                continue;
-            };
-            match self.client.fetch_bytes(target, request, size).await {
-                Ok((bytes, got)) if bytes.len() as u64 == size && got == hash => {
-                    add(&self.metrics.fetch_ok, 1);
-                    add(&self.metrics.data_bytes_in, size);
-                    if let Some(rtt) = self.client.rtt(&peer) {
-                        self.core.lock().expect("poisoned").handle_data_rtt(
-                            peer,
-                            rtt,
-                            Instant::now(),
-                        );
-                    }
-                    return Ok((bytes, peer));
-                }
-                Ok(_) => {
-                    add(&self.metrics.fetch_bad_bytes, 1);
-                    warn!(%what, %peer, "bytes do not match the signed announcement; peer penalised");
-                    self.core
-                        .lock()
-                        .expect("poisoned")
-                        .handle_bad_bytes(peer, Instant::now());
-                    last = FetchError::AllFailed(DataError::Protocol("bad bytes".into()));
-                }
-                Err(DataError::Busy(fed)) => {
-                    add(&self.metrics.fetch_busy, 1);
-                    busy = true;
-                    let now = Instant::now();
-                    let mut core = self.core.lock().expect("poisoned");
-                    core.handle_busy(peer, now);
-                    // Ask the peers it fed next: they hold the segment or will serve it
-                    // the moment their own pull lands.
-                    for p in fed.into_iter().rev() {
-                        let usable = p != self.peer_id
-                            && !tried.contains(&p)
-                            && core.peers().get(&p).is_some_and(|x| !x.is_penalised(now));
-                        if usable {
-                            queue.push_front(p);
-                        }
-                    }
-                }
-                Err(e) => {
-                    add(&self.metrics.fetch_failed, 1);
-                    debug!(%what, %peer, error = %e, "pull failed, trying next holder");
-                    last = FetchError::AllFailed(e);
-                }
-            }
-        }
-        Err(if busy { FetchError::AllBusy } else { last })
-    }
-
     async fn pull_manifest(
         self: Arc<Self>,
         stream: stream::Name,
         from: Option<PeerId>,
     ) -> Result<(), FetchError> {
-        let mut candidates: Vec<PeerId> = from.into_iter().collect();
-        for p in self
-            .core
-            .lock()
-            .expect("poisoned")
-            .stream_holders(&stream, Instant::now())
-        {
-            if !candidates.contains(&p) {
-                candidates.push(p);
-            }
-        }
-        let mut last = FetchError::NoHolder;
         let request = Request::Manifest {
             stream: stream.clone(),
         };
-        for peer in candidates.iter().take(MAX_ATTEMPTS) {
-            let Some(target) = self.target(peer) else {
-                continue;
-            };
-            match self.client.fetch_manifest(target, &request).await {
-                Ok((announcements, end)) => {
-                    let now = Instant::now();
-                    let mut added = 0;
-                    let mut core = self.core.lock().expect("poisoned");
-                    for signed in announcements {
-                        match signed.verify() {
-                            Ok(v) if v.value.id.stream == stream => {
-                                match core.handle_announcement(v, now) {
-                                    Ok(()) => added += 1,
-                                    Err(Rejected::Duplicate) => {}
-                                    Err(e) => debug!(%peer, error = %e, "manifest entry refused"),
-                                }
-                            }
-                            Ok(_) => warn!(%peer, "manifest entry for another stream"),
-                            Err(e) => warn!(%peer, error = %e, "manifest entry with bad signature"),
-                        }
-                    }
-                    if let Some(Ok(end)) = end.map(|e| e.verify())
-                        && end.value.stream == stream
-                    {
-                        core.handle_end(end);
-                    }
-                    drop(core);
-                    info!(%stream, %peer, added, "synced manifest");
-                    self.run_actions();
-                    return Ok(());
-                }
-                Err(e) => {
-                    debug!(%stream, %peer, error = %e, "manifest pull failed");
-                    last = FetchError::AllFailed(e);
-                }
+        let what = Pulled::Manifest {
+            stream: stream.clone(),
+            from,
+        };
+        let (fetched, peer) = self.drive_pull(what, &request, Expect::Manifest).await?;
+        let Fetched::Manifest((announcements, end)) = fetched else {
+            return Err(FetchError::Internal("bytes for a manifest".into()));
+        };
+        let now = Instant::now();
+        let mut added = 0;
+        let mut core = self.core.lock().expect("poisoned");
+        for signed in announcements {
+            match signed.verify() {
+                Ok(v) if v.value.id.stream == stream => match core.handle_announcement(v, now) {
+                    Ok(()) => added += 1,
+                    Err(Rejected::Duplicate) => {}
+                    Err(e) => debug!(%peer, error = %e, "manifest entry refused"),
+                },
+                Ok(_) => warn!(%peer, "manifest entry for another stream"),
+                Err(e) => warn!(%peer, error = %e, "manifest entry with bad signature"),
             }
         }
-        Err(last)
+        if let Some(Ok(end)) = end.map(|e| e.verify())
+            && end.value.stream == stream
+        {
+            core.handle_end(end);
+        }
+        drop(core);
+        info!(%stream, %peer, added, "synced manifest");
+        self.run_actions();
+        Ok(())
+    }
+
+    /// Carries out a pull as the core directs it (see `shoal_core::pull`): asks the peers
+    /// it names, when it says, and reports every answer.
+    async fn drive_pull(
+        &self,
+        what: Pulled,
+        request: &Request,
+        expect: Expect,
+    ) -> Result<(Fetched, PeerId), FetchError> {
+        let (id, mut step) = self
+            .core
+            .lock()
+            .expect("poisoned")
+            .start_pull(what, Instant::now());
+        // If this future is dropped mid-pull, the core forgets the pull.
+        let mut guard = CancelOnDrop {
+            core: &self.core,
+            id: Some(id),
+        };
+        let mut fetched = None;
+        let mut last_error = None;
+        loop {
+            step = match step {
+                PullStep::Request { peer, at } => {
+                    tokio::time::sleep_until(at.into()).await;
+                    let result = match self.target(&peer) {
+                        Some(target) => {
+                            let (result, got) = self.ask(target, request, expect).await;
+                            if let Some(got) = got {
+                                fetched = Some(got);
+                            }
+                            if let Err(e) = &result {
+                                last_error = Some(e.clone());
+                            }
+                            result.unwrap_or(PullResult::Failed)
+                        }
+                        None => PullResult::Failed,
+                    };
+                    self.core.lock().expect("poisoned").handle_pull_result(
+                        id,
+                        peer,
+                        result,
+                        Instant::now(),
+                    )
+                }
+                PullStep::Wait { at } => {
+                    tokio::time::sleep_until(at.into()).await;
+                    self.core
+                        .lock()
+                        .expect("poisoned")
+                        .resume_pull(id, Instant::now())
+                }
+                PullStep::Done(result) => {
+                    guard.id = None;
+                    return match result {
+                        Ok(peer) => fetched
+                            .map(|f| (f, peer))
+                            .ok_or_else(|| FetchError::Internal("done without bytes".into())),
+                        Err(failed) => Err(FetchError::from_pull(failed, last_error)),
+                    };
+                }
+            };
+        }
+    }
+
+    /// Sends `request` to one peer: its answer for the core (an error if the peer
+    /// failed), and what it sent if it is good.
+    async fn ask(
+        &self,
+        target: Target,
+        request: &Request,
+        expect: Expect,
+    ) -> (Result<PullResult, DataError>, Option<Fetched>) {
+        let peer = target.peer;
+        let answer = match expect {
+            Expect::Bytes(size, hash) => match self.client.fetch_bytes(target, request, size).await
+            {
+                Ok((bytes, got)) if bytes.len() as u64 == size && got == hash => {
+                    add(&self.metrics.data_bytes_in, size);
+                    Ok(Fetched::Bytes(bytes))
+                }
+                Ok(_) => {
+                    add(&self.metrics.fetch_bad_bytes, 1);
+                    warn!(?request, %peer, "bytes do not match the signed announcement; peer penalised");
+                    return (Ok(PullResult::BadBytes), None);
+                }
+                Err(e) => Err(e),
+            },
+            Expect::Manifest => self
+                .client
+                .fetch_manifest(target, request)
+                .await
+                .map(Fetched::Manifest),
+        };
+        match answer {
+            Ok(fetched) => {
+                add(&self.metrics.fetch_ok, 1);
+                if let Some(rtt) = self.client.rtt(&peer) {
+                    self.core
+                        .lock()
+                        .expect("poisoned")
+                        .handle_data_rtt(peer, rtt, Instant::now());
+                }
+                (Ok(PullResult::Bytes), Some(fetched))
+            }
+            Err(DataError::Busy(fed)) => {
+                add(&self.metrics.fetch_busy, 1);
+                (Ok(PullResult::Busy { fed }), None)
+            }
+            Err(e) => {
+                add(&self.metrics.fetch_failed, 1);
+                debug!(?request, %peer, error = %e, "pull failed, trying the next holder");
+                (Err(e), None)
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@ use crate::store::Store;
 use bytes::Bytes;
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use shoal_core::own_status::Facts;
 use shoal_core::streams::Source;
 use shoal_core::{Action, Core, Upload, requester_key};
 use shoal_protocol::PeerId;
@@ -23,7 +24,6 @@ use shoal_protocol::gossip::Gossip;
 use shoal_protocol::identity::Keypair;
 use shoal_protocol::segment::Seq;
 use shoal_protocol::signed::Signed;
-use shoal_protocol::status::{self, Status};
 use shoal_protocol::stream;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -638,36 +638,19 @@ impl Shared {
     pub(crate) fn publish_status(&self) {
         let cpu = self.cpu.lock().expect("poisoned").sample();
         let (egress_bps, relay_bps) = self.egress_bps();
-        let (streams, ingesting, load, draining, warm) = {
-            let mut core = self.core.lock().expect("poisoned");
-            core.set_cpu(cpu);
-            core.observe_egress(egress_bps, relay_bps, Instant::now());
-            (
-                core.held_streams(),
-                core.ingest_claims(),
-                core.own_load(),
-                core.drain().is_some(),
-                core.warm_requests(),
-            )
-        };
-        let status = Status {
+        let facts = Facts {
             version: self.status_version.fetch_add(1, Ordering::Relaxed),
             issued_at: unix_millis(),
             data_addr: self.advertised(self.data_addr),
             cert_fingerprint: self.fingerprint,
             http_addr: self.advertised(self.http_addr),
-            p2p_addrs: self
-                .p2p_addrs()
-                .iter()
-                .map(|a| a.to_string())
-                .filter(|a| a.len() <= status::MAX_ADDR_LEN)
-                .take(status::MAX_P2P_ADDRS)
-                .collect(),
-            streams,
-            ingesting,
-            load,
-            draining,
-            warm,
+            p2p_addrs: self.p2p_addrs().iter().map(|a| a.to_string()).collect(),
+        };
+        let status = {
+            let mut core = self.core.lock().expect("poisoned");
+            core.set_cpu(cpu);
+            core.observe_egress(egress_bps, relay_bps, Instant::now());
+            core.status(facts)
         };
         match Signed::sign(&self.keypair, &status) {
             Ok(signed) => self.publish(Gossip::Status(signed)),
