@@ -15,9 +15,9 @@
 //!   in what order, what a busy or bad answer changes.
 
 pub mod balance;
+pub mod own_status;
 pub mod peers;
 pub mod pull;
-pub mod own_status;
 pub mod streams;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -190,12 +190,23 @@ impl Core {
         let Some(pull) = self.pulls.active.get_mut(&id) else {
             return PullStep::Done(Err(PullFailed::Unknown));
         };
-        let from_leader = pull.leader.take().is_some();
+        if result == PullResult::Bytes {
+            self.pulls.active.remove(&id);
+            return PullStep::Done(Ok(peer));
+        }
+        if pull.leader.take().is_some() {
+            // The leader did not deliver: the holders, as if there were no leader (but
+            // the peers a busy leader fed come first, and the leader is not asked again).
+            self.fill_round(id, now);
+        }
+        let Some(pull) = self.pulls.active.get_mut(&id) else {
+            return PullStep::Done(Err(PullFailed::Unknown));
+        };
+        if !pull.tried.contains(&peer) {
+            pull.tried.push(peer);
+        }
         match result {
-            PullResult::Bytes => {
-                self.pulls.active.remove(&id);
-                return PullStep::Done(Ok(peer));
-            }
+            PullResult::Bytes => unreachable!("handled above"),
             PullResult::BadBytes => {
                 pull.failed = true;
                 self.handle_bad_bytes(peer, now);
@@ -203,23 +214,18 @@ impl Core {
             PullResult::Failed => pull.failed = true,
             PullResult::Busy { fed } => {
                 pull.busy = true;
-                // Ask the peers it fed next (a leader's are found by the round).
-                if !from_leader {
-                    for p in fed.into_iter().rev() {
-                        let usable = p != self.me
-                            && !pull.tried.contains(&p)
-                            && self.peers.get(&p).is_some_and(|x| !x.is_penalised(now));
-                        if usable {
-                            pull.queue.push_front(p);
-                        }
+                // Ask the peers it fed next: they hold the segment, or will the moment
+                // their own pull lands.
+                for p in fed.into_iter().rev() {
+                    let usable = p != self.me
+                        && !pull.tried.contains(&p)
+                        && self.peers.get(&p).is_some_and(|x| !x.is_penalised(now));
+                    if usable {
+                        pull.queue.push_front(p);
                     }
                 }
                 self.handle_busy(peer, now);
             }
-        }
-        if from_leader {
-            // The leader did not deliver: the holders, as if there were no leader.
-            return self.start_round(id, now);
         }
         self.next_request(id, now)
     }
@@ -244,8 +250,14 @@ impl Core {
 
     /// A new round: the current holders, best first.
     fn start_round(&mut self, id: PullId, now: Instant) -> PullStep {
+        self.fill_round(id, now);
+        self.next_request(id, now)
+    }
+
+    /// Queues the current holders of the pull's object, best first, for a new round.
+    fn fill_round(&mut self, id: PullId, now: Instant) {
         let Some(what) = self.pulls.active.get(&id).map(|p| p.what.clone()) else {
-            return PullStep::Done(Err(PullFailed::Unknown));
+            return;
         };
         let mut holders = match &what {
             Pulled::Segment(seg) => self.holders(seg, now),
@@ -262,11 +274,11 @@ impl Core {
         };
         holders.retain(|p| self.reachable(p));
         holders.truncate(MAX_ATTEMPTS);
-        let pull = self.pulls.active.get_mut(&id).expect("checked above");
-        pull.queue = holders.into();
-        pull.tried.clear();
-        pull.busy = false;
-        self.next_request(id, now)
+        if let Some(pull) = self.pulls.active.get_mut(&id) {
+            pull.queue = holders.into();
+            pull.tried.clear();
+            pull.busy = false;
+        }
     }
 
     /// The next peer of the round, or the end of it.

@@ -232,3 +232,30 @@ fn pulls_in_flight_are_bounded() {
     let (_, step) = core.start_pull(Pulled::Segment(seg(9)), t);
     assert_eq!(step, PullStep::Done(Err(PullFailed::Overloaded)));
 }
+
+#[test]
+fn a_busy_leader_sends_the_puller_to_the_peers_it_fed_not_afar() {
+    let t = t0();
+    let (low, high) = if peer(2) < peer(5) { (2, 5) } else { (5, 2) };
+    let mut core = Core::new(peer(high), Config::default());
+    core.handle_status(peer(1), status_holding(1, "s", 0, 9), t);
+    core.handle_status(peer(low), status_holding(1, "s", 0, 8), t);
+    core.handle_status(peer(7), status_holding(1, "s", 0, 8), t);
+    core.handle_announcement(announcement_by(1, "s", 9, None), t)
+        .unwrap();
+    core.handle_data_rtt(peer(1), Duration::from_millis(120), t);
+    core.handle_data_rtt(peer(low), Duration::from_millis(1), t);
+    core.handle_data_rtt(peer(7), Duration::from_millis(1), t);
+    let (id, step) = core.start_pull(Pulled::Segment(seg(9)), t);
+    let leader = asks(&step);
+    assert_eq!(leader, peer(low));
+    let busy = PullResult::Busy { fed: vec![peer(7)] };
+    let step = core.handle_pull_result(id, leader, busy, t);
+    assert_eq!(
+        asks(&step),
+        peer(7),
+        "the near fed peer, not the far origin"
+    );
+    let step = core.handle_pull_result(id, peer(7), PullResult::Failed, t);
+    assert_eq!(asks(&step), peer(1), "then the holders");
+}

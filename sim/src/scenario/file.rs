@@ -49,6 +49,15 @@
 //! node_regions = ["eu", "eu", "us", "us", "ap"]   # per node, cycled over the nodes
 //! rtt_ms = [[1, 80, 160], [80, 1, 120], [160, 120, 1]]   # between regions, symmetric
 //! ```
+//!
+//! Model mode (`shoal-sim run --mode model`, optional): the stream as the model sees it,
+//! since no clip is played out there. Up to [`MAX_MODEL_NODES`] nodes.
+//!
+//! ```toml
+//! [model]
+//! bitrate_kbit = 3000               # default: the built-in clip's, about 240
+//! segment_s = 2.0
+//! ```
 
 use anyhow::{bail, ensure};
 use serde::Deserialize;
@@ -90,6 +99,53 @@ pub struct Scenario {
     /// Round-trip time between regions in milliseconds, `rtt_ms[a][b]`.
     #[serde(default)]
     pub rtt_ms: Vec<Vec<f64>>,
+    /// How model mode sees the streams.
+    #[serde(default)]
+    pub model: ModelSpec,
+}
+
+/// Most nodes a scenario may run as real in-process nodes.
+pub const MAX_REAL_NODES: usize = 200;
+/// Most nodes a scenario may run in model mode.
+pub const MAX_MODEL_NODES: usize = 20_000;
+
+/// The streams as model mode sees them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Each stream's bitrate in kbit/s.
+    #[serde(default = "default_bitrate_kbit")]
+    pub bitrate_kbit: f64,
+    /// Segment duration in seconds.
+    #[serde(default = "default_segment_s")]
+    pub segment_s: f64,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        Self {
+            bitrate_kbit: default_bitrate_kbit(),
+            segment_s: default_segment_s(),
+        }
+    }
+}
+
+/// The built-in clip's bitrate: about 59 KB per 2 s segment.
+fn default_bitrate_kbit() -> f64 {
+    240.0
+}
+
+fn default_segment_s() -> f64 {
+    2.0
+}
+
+/// How a scenario is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Real nodes on loopback, in wall-clock time.
+    Real,
+    /// Cores in a discrete-event loop, in virtual time.
+    Model,
 }
 
 /// How viewers are spread over nodes.
@@ -219,9 +275,26 @@ impl Scenario {
         Ok(toml::from_str(text)?)
     }
 
-    /// Checks indices and bounds.
+    /// Checks indices and bounds for a real run.
     pub fn check(&self) -> anyhow::Result<()> {
-        ensure!((1..=200).contains(&self.nodes), "nodes must be 1..=200");
+        self.check_for(Mode::Real)
+    }
+
+    /// Checks indices and bounds for a run in `mode`.
+    pub fn check_for(&self, mode: Mode) -> anyhow::Result<()> {
+        let most = match mode {
+            Mode::Real => MAX_REAL_NODES,
+            Mode::Model => MAX_MODEL_NODES,
+        };
+        ensure!(
+            (1..=most).contains(&self.nodes),
+            "nodes must be 1..={most} in this mode"
+        );
+        ensure!(
+            (1.0..=1e6).contains(&self.model.bitrate_kbit)
+                && (0.1..=60.0).contains(&self.model.segment_s),
+            "model: bitrate_kbit must be 1..=1e6 and segment_s 0.1..=60"
+        );
         ensure!(self.duration_s <= 3600, "duration_s must be at most 3600");
         let node_ok = |n: &usize| *n < self.nodes;
         for s in &self.streams {
@@ -323,7 +396,13 @@ mod tests {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
             let s = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            s.check()
+            // Files named model-* are for model mode (more nodes than run for real).
+            let mode = if s.name.starts_with("model-") {
+                Mode::Model
+            } else {
+                Mode::Real
+            };
+            s.check_for(mode)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             seen += 1;
         }

@@ -1,0 +1,298 @@
+//! A scenario file run in model mode: the file's mesh, regions, capacities, streams and
+//! events mapped onto a [`Model`], and the figures it returns as a JSON report.
+//!
+//! What maps: `nodes`, `fanout`, `regions`/`node_regions`/`rtt_ms`, `capacity_mbit`
+//! (each node's upload link), each stream (pushed into its ingest node, at the
+//! `[model]` bitrate and segment duration), the nodes viewers watch on (each watches
+//! its stream from the start, so the node prefetches every segment), and `kill` and
+//! `join` events. What does not map yet is refused with a clear error rather than run
+//! differently from the file: redundant ingest and `move_ingest` (source election is
+//! not in the core yet), `drain` and `restart`. Viewers themselves (their players,
+//! admission, redirects) and the balancer baselines are not modelled.
+
+use super::net::Net;
+use super::{Figures, Model, StreamSpec, percentile};
+use crate::scenario::file::{Mode, Scenario};
+use anyhow::bail;
+use serde_json::{Value, json};
+use shoal_core::Config;
+use std::time::{Duration, Instant};
+
+/// Upload bandwidth of a node whose capacity the file leaves open.
+const DEFAULT_UPLOAD_BPS: u64 = 1_000_000_000;
+
+/// Runs `scenario` in model mode and returns its report.
+pub fn run(scenario: &Scenario) -> anyhow::Result<Value> {
+    scenario.check_for(Mode::Model)?;
+    let started = Instant::now();
+    let model = build(scenario)?;
+    let end = Duration::from_secs(scenario.duration_s);
+    let figures = model.run(end);
+    Ok(report(
+        scenario,
+        &figures,
+        segment_bytes(scenario),
+        started.elapsed(),
+    ))
+}
+
+/// The model of `scenario`, or why it cannot be modelled.
+fn build(scenario: &Scenario) -> anyhow::Result<Model> {
+    let n = scenario.nodes;
+    for e in &scenario.events {
+        if e.drain.is_some() || e.restart.is_some() || e.move_ingest.is_some() {
+            bail!(
+                "model mode does not model drain, restart or move_ingest events yet \
+                 (their phases and source election are not in the core); run it without \
+                 --mode model"
+            );
+        }
+    }
+    if let Some(s) = scenario.streams.iter().find(|s| s.ingest.len() > 1) {
+        bail!(
+            "stream {}: model mode does not model redundant ingest yet (source election \
+             is not in the core); give it one ingest node or run it without --mode model",
+            s.name
+        );
+    }
+    let late: Vec<usize> = (0..n).filter(|&i| scenario.joins_later(i)).collect();
+    let mut model = Model::new(n, net(scenario), config(scenario), &late);
+    let segment = Duration::from_secs_f64(scenario.model.segment_s);
+    // One segment completes every segment duration, the last one before the end.
+    let segments =
+        ((scenario.duration_s as f64 / scenario.model.segment_s).ceil() as u64).saturating_sub(1);
+    for s in &scenario.streams {
+        model.add_stream(StreamSpec {
+            name: s.name.clone(),
+            origin: s.ingest[0],
+            segment_bytes: segment_bytes(scenario),
+            segment,
+            segments,
+            start: segment,
+        });
+    }
+    for v in scenario.viewers.iter().filter(|v| v.count > 0) {
+        for &node in v.nodes.iter().take(v.count) {
+            model.watch(node, &v.stream);
+        }
+    }
+    for e in &scenario.events {
+        let at = Duration::from_secs_f64(e.at_s);
+        if let Some(i) = e.kill {
+            model.kill_at(i, at);
+        }
+        if let Some(i) = e.join {
+            model.start_at(i, at);
+        }
+    }
+    Ok(model)
+}
+
+/// The scenario's network: its regions and RTTs (one region at 1 ms if it has none),
+/// and its capacities as upload links.
+fn net(scenario: &Scenario) -> Net {
+    let n = scenario.nodes;
+    let upload: Vec<u64> = if scenario.capacity_mbit.is_empty() {
+        vec![DEFAULT_UPLOAD_BPS]
+    } else {
+        (0..scenario.capacity_mbit.len())
+            .map(|i| scenario.capacity_bps(i))
+            .collect()
+    };
+    if scenario.regions.is_empty() {
+        return Net::lan(n, &upload);
+    }
+    let region: Vec<usize> = (0..n).map(|i| scenario.region_of(i).unwrap_or(0)).collect();
+    let rtt = scenario
+        .rtt_ms
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+                .collect()
+        })
+        .collect();
+    Net::new(n, &region, rtt, &upload)
+}
+
+fn config(scenario: &Scenario) -> Config {
+    let mut config = Config::default();
+    if let Some(fanout) = scenario.fanout {
+        config.fanout = fanout.max(1);
+    }
+    config
+}
+
+/// Bytes in one segment of a stream at the model's bitrate.
+fn segment_bytes(scenario: &Scenario) -> u64 {
+    (scenario.model.bitrate_kbit * 1000.0 / 8.0 * scenario.model.segment_s) as u64
+}
+
+/// The report: propagation, the origin's uploads, copies between nodes and regions,
+/// and the control plane's cost per node.
+fn report(scenario: &Scenario, f: &Figures, segment_bytes: u64, wall: Duration) -> Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let per_segment = |total: u64| {
+        if f.segments == 0 {
+            0.0
+        } else {
+            total as f64 / f.segments as f64
+        }
+    };
+    let node_seconds = (scenario.nodes as f64 * scenario.duration_s as f64).max(1.0);
+    let uploads: Vec<u32> = f.origin_uploads.values().copied().collect();
+    json!({
+        "mode": "model",
+        "scenario": scenario.name,
+        "nodes": scenario.nodes,
+        "duration_s": scenario.duration_s,
+        "streams": scenario.streams.len(),
+        "segment_bytes": segment_bytes,
+        "segments": f.segments,
+        "propagation_ms": {
+            "count": f.propagation.len(),
+            "p50": ms(percentile(&f.propagation, 0.5)),
+            "p99": ms(percentile(&f.propagation, 0.99)),
+            "max": ms(percentile(&f.propagation, 1.0)),
+        },
+        "missed": f.missed.len(),
+        "origin_uploads_per_segment": {
+            "mean": per_segment(uploads.iter().map(|&u| u64::from(u)).sum()),
+            "max": uploads.iter().max().copied().unwrap_or(0),
+        },
+        "copies_per_segment": per_segment(f.transfers),
+        "cross_region_copies": cross_region(f),
+        "busy_answers": f.busy,
+        "failed_pulls": f.failed_pulls,
+        "media_bytes": f.media_bytes,
+        "control": {
+            "bytes_per_node_s": f.control_bytes as f64 / node_seconds,
+            "bytes_per_media_byte": if f.media_bytes == 0 { 0.0 } else { f.control_bytes as f64 / f.media_bytes as f64 },
+            "verifications_per_node_s": f.verifications as f64 / node_seconds,
+        },
+        "model_events": f.events,
+        "wall_s": wall.as_secs_f64(),
+    })
+}
+
+/// Copies between regions: of each stream's first segment (cold: no peer in a far region
+/// carries the stream yet, so there is no relay leader), and per later segment.
+fn cross_region(f: &Figures) -> Value {
+    let (first, later): (Vec<_>, Vec<_>) =
+        f.cross_region.iter().partition(|((_, seq), _)| *seq == 0);
+    let sum = |v: &[(&(usize, u64), &u32)]| v.iter().map(|(_, c)| u64::from(**c)).sum::<u64>();
+    let streams_first = f
+        .origin_uploads
+        .keys()
+        .filter(|(_, seq)| *seq == 0)
+        .count()
+        .max(1);
+    let later_segments = (f.segments as usize).saturating_sub(streams_first).max(1);
+    json!({
+        "first_segment": sum(&first) as f64 / streams_first as f64,
+        "per_later_segment": sum(&later) as f64 / later_segments as f64,
+        "max": f.cross_region.values().max().copied().unwrap_or(0),
+    })
+}
+
+/// The report as text.
+pub fn text(report: &Value) -> String {
+    let p = &report["propagation_ms"];
+    let c = &report["control"];
+    let o = &report["origin_uploads_per_segment"];
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    format!(
+        "scenario {} (model mode): {} nodes, {} s, {} stream(s), {} segments of {} B\n\
+         propagation ms   p50 {:.1}  p99 {:.1}  max {:.1}  ({} copies, {} missed)\n\
+         per segment      origin uploads mean {:.2} max {}  copies {:.1}\n\
+         cross-region     {:.1} copies of a stream's first segment, {:.2} per later segment\n\
+         pulls            {} busy answers, {} failed\n\
+         control plane    {:.0} B/node/s  {:.3} B per media byte  {:.1} verifications/node/s\n\
+         model            {} events in {:.2} s wall\n",
+        report["scenario"].as_str().unwrap_or("?"),
+        report["nodes"],
+        report["duration_s"],
+        report["streams"],
+        report["segments"],
+        report["segment_bytes"],
+        num(&p["p50"]),
+        num(&p["p99"]),
+        num(&p["max"]),
+        p["count"],
+        report["missed"],
+        num(&o["mean"]),
+        o["max"],
+        num(&report["copies_per_segment"]),
+        num(&report["cross_region_copies"]["first_segment"]),
+        num(&report["cross_region_copies"]["per_later_segment"]),
+        report["busy_answers"],
+        report["failed_pulls"],
+        num(&c["bytes_per_node_s"]),
+        num(&c["bytes_per_media_byte"]),
+        num(&c["verifications_per_node_s"]),
+        report["model_events"],
+        num(&report["wall_s"]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(extra: &str) -> Scenario {
+        Scenario::parse(&format!(
+            "name='m'\nnodes=30\nduration_s=30\nfanout=3\n{extra}\n\
+             [[streams]]\nname='live'\ningest=[0]\n\
+             [[viewers]]\nstream='live'\nnodes={}\ncount=100\n",
+            format_args!("{:?}", (1..30).collect::<Vec<_>>())
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_scenario_file_runs_in_model_mode_and_reports() {
+        let r = run(&scenario("")).unwrap();
+        assert_eq!(r["missed"], 0);
+        assert_eq!(r["segments"], 14);
+        // Each of 29 watching nodes gets each segment once; the origin sends at most 3.
+        assert_eq!(r["propagation_ms"]["count"], 14 * 29);
+        assert!(r["origin_uploads_per_segment"]["max"].as_u64().unwrap() <= 3);
+        assert!(r["control"]["verifications_per_node_s"].as_f64().unwrap() > 0.0);
+        assert!(text(&r).contains("model mode"));
+    }
+
+    #[test]
+    fn what_the_model_cannot_run_is_refused_not_run_differently() {
+        let drain = scenario("[[events]]\nat_s=5.0\ndrain=2");
+        assert!(run(&drain).unwrap_err().to_string().contains("drain"));
+        let mut redundant = scenario("");
+        redundant.streams[0].ingest = vec![0, 1];
+        assert!(
+            run(&redundant)
+                .unwrap_err()
+                .to_string()
+                .contains("redundant")
+        );
+        let mut huge = scenario("");
+        huge.nodes = 30_000;
+        assert!(run(&huge).is_err());
+    }
+
+    #[test]
+    fn a_slow_origin_link_slows_propagation() {
+        let fast = run(&scenario("[model]\nbitrate_kbit=4000\n")).unwrap();
+        let slow = run(&scenario(
+            "capacity_mbit=[20]\n[model]\nbitrate_kbit=4000\n",
+        ))
+        .unwrap();
+        let p50 = |r: &Value| r["propagation_ms"]["p50"].as_f64().unwrap();
+        // 1 MB segments: 8 ms a copy at 1 Gbit/s, 400 ms at 20 Mbit/s.
+        assert!(
+            p50(&slow) > 10.0 * p50(&fast),
+            "{} vs {}",
+            p50(&slow),
+            p50(&fast)
+        );
+        assert_eq!(slow["missed"], 0);
+    }
+}
