@@ -88,6 +88,24 @@ async fn only_viewers_with_a_valid_token_for_the_stream_play_on_any_node() {
     let r = get(b, "/live/live/1.ts", &[("Cookie", &cookie)]).await;
     assert_eq!(r.status, 200);
 
+    // A token seen before is not verified again: a player's next requests cost no
+    // signature check.
+    let checks = |text: String| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("shoal_viewer_token_signature_checks_total "))
+            .expect("signature checks in the metrics")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = checks(get(b, "/metrics", &[]).await.text());
+    assert!(before >= 1);
+    for _ in 0..10 {
+        let r = get(b, "/live/live/index.m3u8", &[("Authorization", &bearer)]).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(checks(get(b, "/metrics", &[]).await.text()), before);
+
     // Refused on every node, for playlists and segments: missing (401), expired, for
     // another stream, bound to another address, or signed by an unknown key (403).
     let expired = key

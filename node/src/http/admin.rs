@@ -347,6 +347,13 @@ pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
             "Control-plane (libp2p) bytes received on the wire",
             control_in,
         ),
+        (
+            "shoal_viewer_token_signature_checks_total",
+            "Viewer token signatures checked (a token seen before is not checked again)",
+            node.viewer_tokens
+                .as_ref()
+                .map_or(0, |v| v.signature_checks()),
+        ),
     ];
     let text = node.metrics.render(
         &counters,
@@ -354,6 +361,13 @@ pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
             ("shoal_peers", "Peers with a live status", peers),
             ("shoal_streams", "Streams known", streams),
             ("shoal_viewers", "Current viewers", viewers),
+            (
+                "shoal_viewer_tokens_remembered",
+                "Viewer tokens remembered as verified",
+                node.viewer_tokens
+                    .as_ref()
+                    .map_or(0, |v| v.remembered() as u64),
+            ),
             (
                 "shoal_viewer_load_bps",
                 "Viewers x stream bitrate, bits per second",

@@ -6,15 +6,20 @@
 //! keys rotate without downtime) serves playlists and media only to requests with a
 //! valid token, and checks it alone: no call to any central service. Operators sign
 //! tokens in their own services with the key `shoal keygen` writes (PKCS#8 PEM, usable
-//! by any JWT library), or with `shoal token`.
+//! by any JWT library), or with `shoal token`. A token that verified once is
+//! remembered ([`seen`]), so a player's later requests skip the signature check.
+
+mod seen;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use libp2p::identity::ed25519;
+use seen::Seen;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Longest token accepted, in bytes.
@@ -96,10 +101,15 @@ impl std::str::FromStr for ViewerKey {
     }
 }
 
+/// Seconds of clock skew allowed on a token's expiry.
+const LEEWAY: u64 = 5;
+
 /// Checks viewer tokens against the configured keys.
 pub struct Verifier {
     keys: HashMap<String, DecodingKey>,
     validation: Validation,
+    seen: Seen,
+    signature_checks: AtomicU64,
 }
 
 impl Verifier {
@@ -107,34 +117,45 @@ impl Verifier {
     pub fn new(keys: &[ViewerKey]) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY;
         Self {
             keys: keys.iter().map(|k| (k.id.clone(), k.key.clone())).collect(),
             validation,
+            seen: Seen::default(),
+            signature_checks: AtomicU64::new(0),
         }
     }
 
     /// Whether `token` lets the client at `ip` watch `stream`.
     pub fn check(&self, token: Option<&str>, stream: &str, ip: IpAddr) -> Result<(), Refusal> {
+        self.check_at(token, stream, ip, unix_now())
+    }
+
+    /// [`Verifier::check`] at `now_unix` for tokens seen before (a new token's signature
+    /// and expiry are checked against the system clock).
+    fn check_at(
+        &self,
+        token: Option<&str>,
+        stream: &str,
+        ip: IpAddr,
+        now_unix: u64,
+    ) -> Result<(), Refusal> {
         let token = token.filter(|t| !t.is_empty()).ok_or(Refusal::Missing)?;
         if token.len() > MAX_TOKEN {
             return Err(Refusal::Invalid(format!("over {MAX_TOKEN} bytes")));
         }
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| Refusal::Invalid(e.to_string()))?;
-        let kid = header
-            .kid
-            .ok_or_else(|| Refusal::Invalid("no key id (kid)".into()))?;
-        let key = self
-            .keys
-            .get(&kid)
-            .ok_or_else(|| Refusal::Invalid(format!("unknown key id {kid:?}")))?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Refusal::Expired,
-                _ => Refusal::Invalid(e.to_string()),
-            })?
-            .claims;
+        let key = Seen::hash(token);
+        let claims = match self.seen.get(&key) {
+            Some(claims) if claims.exp.saturating_add(LEEWAY) <= now_unix => {
+                return Err(Refusal::Expired);
+            }
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify(token)?;
+                self.seen.insert(key, claims.clone(), now_unix, LEEWAY);
+                claims
+            }
+        };
         if claims.sub != stream {
             return Err(Refusal::WrongStream);
         }
@@ -145,6 +166,36 @@ impl Verifier {
             return Err(Refusal::WrongAddress);
         }
         Ok(())
+    }
+
+    /// Tokens remembered as verified.
+    pub fn remembered(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Signatures checked so far (tokens seen before are not checked again).
+    pub fn signature_checks(&self) -> u64 {
+        self.signature_checks.load(Ordering::Relaxed)
+    }
+
+    /// Checks `token`'s key, signature and expiry, and returns its claims.
+    fn verify(&self, token: &str) -> Result<Claims, Refusal> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| Refusal::Invalid("no key id (kid)".into()))?;
+        let key = self
+            .keys
+            .get(&kid)
+            .ok_or_else(|| Refusal::Invalid(format!("unknown key id {kid:?}")))?;
+        self.signature_checks.fetch_add(1, Ordering::Relaxed);
+        Ok(jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Refusal::Expired,
+                _ => Refusal::Invalid(e.to_string()),
+            })?
+            .claims)
     }
 }
 
@@ -316,6 +367,61 @@ mod tests {
         assert_eq!(v.check(Some(&t), "live", IP), Ok(()));
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         assert_eq!(v.check(Some(&t), "live", other), Err(Refusal::WrongAddress));
+    }
+
+    #[test]
+    fn a_token_seen_before_skips_the_signature_but_not_its_limits() {
+        let (key, v) = setup();
+        let now = unix_now();
+        let t = key
+            .token("live", Duration::from_secs(60), Some(IP), now)
+            .unwrap();
+        for _ in 0..5 {
+            assert_eq!(v.check_at(Some(&t), "live", IP, now), Ok(()));
+        }
+        assert_eq!(v.signature_checks(), 1, "one check for five requests");
+        // Stream, address and expiry still hold for the remembered token.
+        assert_eq!(
+            v.check_at(Some(&t), "x", IP, now),
+            Err(Refusal::WrongStream)
+        );
+        let other: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(
+            v.check_at(Some(&t), "live", other, now),
+            Err(Refusal::WrongAddress)
+        );
+        assert_eq!(
+            v.check_at(Some(&t), "live", IP, now + 60 + LEEWAY),
+            Err(Refusal::Expired)
+        );
+        // The same claims with another signature are not the remembered token.
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let bad_sig = URL_SAFE_NO_PAD.encode([7u8; 64]);
+        parts[2] = &bad_sig;
+        assert!(matches!(
+            v.check_at(Some(&parts.join(".")), "live", IP, now),
+            Err(Refusal::Invalid(_))
+        ));
+        assert_eq!(v.signature_checks(), 2);
+    }
+
+    #[test]
+    fn the_memory_of_tokens_is_bounded_and_refusals_are_not_kept() {
+        let (key, v) = setup();
+        let now = unix_now();
+        for i in 0..seen::CAPACITY + 50 {
+            let t = key
+                .token(&format!("s{i}"), Duration::from_secs(60), None, now)
+                .unwrap();
+            assert_eq!(v.check_at(Some(&t), &format!("s{i}"), IP, now), Ok(()));
+        }
+        assert!(v.remembered() <= seen::CAPACITY);
+        let before = v.remembered();
+        let stranger = SigningKey::generate()
+            .token("live", Duration::from_secs(60), None, now)
+            .unwrap();
+        assert!(v.check_at(Some(&stranger), "live", IP, now).is_err());
+        assert_eq!(v.remembered(), before);
     }
 
     #[test]
