@@ -26,6 +26,7 @@
 //!   before the viewers arrive.
 
 use super::Core;
+use super::drain::Drain;
 use super::peers::Peer;
 use super::viewers::Viewer;
 use shoal_protocol::PeerId;
@@ -89,16 +90,6 @@ pub enum Admission {
     },
 }
 
-/// A node's draining state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drain {
-    /// New viewers are redirected; admitted ones are served.
-    Draining,
-    /// Admitted viewers' playlist requests are redirected too, so players move before the
-    /// node leaves.
-    HandOff,
-}
-
 /// The balancer's memory.
 #[derive(Debug, Default)]
 pub struct State {
@@ -112,8 +103,6 @@ pub struct State {
     warm_out: Vec<WarmRequest>,
     /// Streams peers asked this node to pre-warm, until when.
     warm_in: BTreeMap<stream::Name, Instant>,
-    /// Draining, if so.
-    drain: Option<Drain>,
     /// This node's CPU use, permille of all cores.
     cpu_permille: u16,
     /// Smoothed measured egress: (total, relay) bits per second, and when last updated.
@@ -371,8 +360,9 @@ impl Core {
         now: Instant,
     ) -> Admission {
         let viewer = viewer.into();
+        self.note_viewer_request(now);
         if let Some(shed) = self.sessions.playlist(stream, viewer, now) {
-            if (shed || self.balance.drain == Some(Drain::HandOff))
+            if (shed || self.drain() == Some(Drain::HandOff))
                 && let Some(target) = self.redirect(stream, viewer, now)
             {
                 self.sessions.remove(stream, viewer);
@@ -385,7 +375,7 @@ impl Core {
         if room && redirected {
             return self.admit(stream, viewer, now);
         }
-        if room && self.balance.drain.is_none() {
+        if room && self.drain().is_none() {
             // With a capacity set, a stream this node does not hold yet costs one more
             // copy in the mesh: a cheaper holder (near, with room) takes the viewer.
             if let Some(target) = self.cheaper_holder(stream, viewer, now) {
@@ -412,7 +402,7 @@ impl Core {
         self.prune_credits(now);
         let bitrate = self.bitrate_bps(stream);
         let load = self.own_load();
-        let mine = (self.balance.drain.is_none() && self.has_headroom(stream)).then(|| {
+        let mine = (self.drain().is_none() && self.has_headroom(stream)).then(|| {
             let holds = self
                 .streams
                 .get(stream)
@@ -648,7 +638,7 @@ impl Core {
         }
         if requests != self.balance.warm_out {
             self.balance.warm_out = requests;
-            self.status_dirty = true;
+            self.mark_dirty();
         }
     }
 
@@ -718,25 +708,6 @@ impl Core {
     /// The pre-warm requests for this node's status.
     pub fn warm_requests(&self) -> Vec<WarmRequest> {
         self.balance.warm_out.clone()
-    }
-
-    /// Starts draining: new viewers go elsewhere; the status says so at once.
-    pub fn start_drain(&mut self) {
-        if self.balance.drain.is_none() {
-            self.balance.drain = Some(Drain::Draining);
-            self.status_dirty = true;
-        }
-    }
-
-    /// Moves a draining node to hand-off: admitted viewers are redirected too.
-    pub fn start_hand_off(&mut self) {
-        self.balance.drain = Some(Drain::HandOff);
-        self.status_dirty = true;
-    }
-
-    /// The drain state, if draining.
-    pub fn drain(&self) -> Option<Drain> {
-        self.balance.drain
     }
 }
 

@@ -2,19 +2,22 @@
 //!
 //! Events go in through the `handle_*` methods, each given `now`; decisions come out as
 //! [`Action`]s pulled with [`Core::poll_action`], and queries ([`Core::holders`],
-//! [`Core::playlist`], ...) answer from state. The node runtime drives it with tokio,
+//! [`Core::playlist`], ...) answer from state. [`Core::poll_timeout`] says when it next
+//! needs [`Core::handle_tick`] (no fixed tick). The node runtime drives it with tokio,
 //! libp2p, quinn and HTTP (`shoal-node`); the simulator can drive the very same core in
 //! virtual time. This crate depends on no I/O crate at all, and reads no clock.
 //!
 //! - [`peers`]: the peer table (status, RTT, liveness, penalties).
 //! - [`streams`]: each stream's window of signed announcements and held segments.
 //! - [`viewers`]: recent viewers per stream, which drive prefetching.
-//! - [`balance`]: admission, redirects, pre-warming and drain.
+//! - [`balance`]: admission, redirects and pre-warming.
+//! - [`drain`]: drain's phases (serve, hand off, leave) on the core's clock.
 //! - [`own_status`]: the status this node publishes.
 //! - [`pull`]: each pull of a segment, init or manifest as a state machine: whom to ask,
 //!   in what order, what a busy or bad answer changes.
 
 pub mod balance;
+pub mod drain;
 pub mod own_status;
 pub mod peers;
 pub mod pull;
@@ -53,6 +56,9 @@ pub const MAX_PULLS: usize = 4096;
 pub const MAX_PROBED: usize = 32;
 /// Holders nearer than this are pulled from directly (see [`Core::relay_leader`]).
 pub const NEAR_ENOUGH: Duration = Duration::from_millis(10);
+/// How often the core does its slow work (viewer sessions, pre-warm, shedding, idle
+/// streams) and rechecks what may time out.
+pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// The longest a node lets a nearer peer start pulling a segment before asking it.
 pub const LEADER_WAIT: Duration = Duration::from_millis(100);
 use std::time::{Duration, Instant};
@@ -162,6 +168,10 @@ pub enum Action {
     EvictInit(ContentId),
     /// The peer is gone: close connections to it.
     PeerGone(PeerId),
+    /// The drain entered this phase (the status already says so).
+    Drain(drain::Drain),
+    /// Drained: leave the mesh and stop.
+    Leave,
 }
 
 /// The key under which a requesting peer's data-plane address is counted for fan-out.
@@ -223,6 +233,12 @@ pub struct Core {
     claims: HashMap<stream::Name, Claim>,
     balance: balance::State,
     last_prewarm: Option<Instant>,
+    /// No peer or ingest claim expires before this (see [`Core::poll_timeout`]).
+    next_expiry: Option<Instant>,
+    /// Set when [`Core::poll_timeout`] moved earlier since the driver last asked.
+    woken: bool,
+    /// Draining, if so: the phase and its deadlines.
+    drain_plan: Option<drain::Plan>,
     pulls: pull::Pulls,
 }
 
@@ -249,6 +265,9 @@ impl Core {
             claims: HashMap::new(),
             balance: balance::State::default(),
             last_prewarm: None,
+            next_expiry: None,
+            woken: false,
+            drain_plan: None,
             pulls: pull::Pulls::default(),
         }
     }
@@ -281,7 +300,7 @@ impl Core {
         // Asked to pre-warm: fetch the stream's manifest now; its segments follow as
         // for a watched stream.
         for name in self.take_warm_requests(&status.warm, now) {
-            self.status_dirty = true;
+            self.mark_dirty();
             self.sync(name, from, now);
         }
         match self.peers.on_status(from, status, now) {
@@ -289,7 +308,7 @@ impl Core {
             StatusUpdate::New => {
                 // Introduce ourselves promptly to a newcomer rather than at the next
                 // interval.
-                self.status_dirty = true;
+                self.mark_dirty();
                 self.settle_credits(from, now);
                 // Measure the media path's RTT, up to a bound: a node does not keep a
                 // connection to every peer of a large mesh.
@@ -351,7 +370,7 @@ impl Core {
     /// forgotten now, no longer a holder, a source or a redirect target.
     pub fn handle_excluded(&mut self, peer: PeerId) {
         if peer != self.me && self.peers.remove(&peer) {
-            self.status_dirty = true;
+            self.mark_dirty();
             self.actions.push_back(Action::PeerGone(peer));
         }
     }
@@ -425,7 +444,7 @@ impl Core {
         let stream = self.streams.get_mut(&id.stream).expect("just added");
         stream.ingest_here = true;
         stream.mark_held(id.seq, Source::Ingest, now);
-        self.status_dirty = true;
+        self.mark_dirty();
         Ok(())
     }
 
@@ -441,7 +460,7 @@ impl Core {
                 .is_none_or(|e| e.value.last_seq < end.value.last_seq);
             if newer {
                 stream.end = Some(end);
-                self.status_dirty = true;
+                self.mark_dirty();
             }
         }
     }
@@ -454,7 +473,7 @@ impl Core {
         };
         let kept = stream.mark_held(id.seq, Source::Peer(from), now);
         if kept {
-            self.status_dirty = true;
+            self.mark_dirty();
         }
         kept
     }
@@ -468,13 +487,14 @@ impl Core {
     /// A viewer fetched media (a segment or an init segment) of `stream`: its session
     /// watches from now on. Streams this node knows nothing of are not tracked.
     pub fn handle_media(&mut self, stream: &stream::Name, viewer: impl Into<Viewer>, now: Instant) {
+        self.note_viewer_request(now);
         if !self.streams.contains_key(stream) {
             return;
         }
         let demanded = self.sessions.demanded(stream);
         if let Media::Started(admitted) = self.sessions.media(stream, viewer.into(), now) {
             // Viewer counts are load: peers balance on them, so they travel promptly.
-            self.status_dirty = true;
+            self.mark_dirty();
             self.note_startup(stream, admitted, now);
         }
         if !demanded {
@@ -492,18 +512,21 @@ impl Core {
         self.claims
             .retain(|_, c| now.saturating_duration_since(c.last_activity) <= ingest_idle);
         if self.claims.len() != before {
-            self.status_dirty = true;
+            self.mark_dirty();
         }
         let prewarm_due = self
             .last_prewarm
-            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+            .is_none_or(|t| now.saturating_duration_since(t) >= HOUSEKEEPING);
         if prewarm_due {
             self.last_prewarm = Some(now);
-            self.status_dirty |= self.sessions.expire(self.config.viewer_idle, now);
+            if self.sessions.expire(self.config.viewer_idle, now) {
+                self.mark_dirty();
+            }
             self.update_prewarm(now);
             self.shed_excess(now);
             self.forget_idle_streams(now);
         }
+        self.advance_drain(now);
         let since = self.last_status.map(|t| now.saturating_duration_since(t));
         let due = match since {
             None => true,
@@ -514,6 +537,56 @@ impl Core {
             self.last_status = Some(now);
             self.status_dirty = false;
             self.actions.push_back(Action::PublishStatus);
+        }
+        // The first instant past the earliest timeout (they expire strictly after it).
+        let past = |t: Instant| t + Duration::from_nanos(1);
+        let claims = self
+            .claims
+            .values()
+            .map(|c| past(c.last_activity + ingest_idle))
+            .min();
+        let peers = self.peers.next_expiry(self.config.peer_timeout).map(past);
+        self.next_expiry = claims.into_iter().chain(peers).min();
+    }
+
+    /// When the core next needs [`Core::handle_tick`]: a status due (sooner when it
+    /// changed), the once-a-second housekeeping, the earliest peer or ingest claim to
+    /// time out, or the drain's next phase. `None` before the first tick: tick at once. Events can bring it
+    /// forward; [`Core::take_wake`] says when one did. Peers and claims that appear
+    /// between ticks are scheduled by the next housekeeping, within a second (their
+    /// timeouts are longer).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let last_status = self.last_status?;
+        let status = last_status
+            + if self.status_dirty {
+                self.config.status_min_interval
+            } else {
+                self.config.status_interval
+            };
+        let housekeeping = self.last_prewarm? + HOUSEKEEPING;
+        Some(
+            [status, housekeeping]
+                .into_iter()
+                .chain(self.next_expiry)
+                .chain(self.drain_deadline())
+                .min()
+                .expect("not empty"),
+        )
+    }
+
+    /// True if the driver should run now rather than at [`Core::poll_timeout`]: an event
+    /// brought the deadline forward (said once) or left actions to carry out. Code that
+    /// feeds the core from outside its driver's loop wakes the driver then.
+    pub fn take_wake(&mut self) -> bool {
+        std::mem::take(&mut self.woken) || !self.actions.is_empty()
+    }
+
+    /// Something in the status changed: it goes out after
+    /// [`Config::status_min_interval`] rather than at the next interval.
+    pub(crate) fn mark_dirty(&mut self) {
+        if !self.status_dirty {
+            self.status_dirty = true;
+            self.woken = true;
         }
     }
 
@@ -546,7 +619,7 @@ impl Core {
             self.actions
                 .extend(inits.into_iter().map(Action::EvictInit));
             self.last_sync.remove(&name);
-            self.status_dirty = true;
+            self.mark_dirty();
         }
     }
 
@@ -566,7 +639,7 @@ impl Core {
                 last_activity: now,
             };
             self.claims.insert(stream.clone(), claim);
-            self.status_dirty = true;
+            self.mark_dirty();
         }
     }
 

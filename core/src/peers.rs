@@ -165,6 +165,16 @@ impl PeerTable {
         dead
     }
 
+    /// When the first peer [`PeerTable::expire`] would remove times out (it goes once
+    /// the time is past).
+    pub fn next_expiry(&self, timeout: Duration) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter(|p| p.status.is_some() || !p.connected)
+            .map(|p| p.last_seen + timeout)
+            .min()
+    }
+
     /// Removes `peer` at once (cut from the mesh); true if it was known.
     pub fn remove(&mut self, peer: &PeerId) -> bool {
         self.peers.remove(peer).is_some()

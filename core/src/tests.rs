@@ -4,6 +4,8 @@ use super::testing::*;
 use super::*;
 use shoal_protocol::status::IngestClaim;
 
+mod timeout;
+
 fn name(s: &str) -> stream::Name {
     stream::Name::new(s).unwrap()
 }

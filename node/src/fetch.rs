@@ -193,7 +193,7 @@ impl Shared {
             return Ok(bytes);
         }
         let size = {
-            let core = self.core.lock().expect("poisoned");
+            let core = self.core();
             core.stream(stream)
                 .and_then(|s| {
                     s.entries
@@ -249,14 +249,14 @@ impl Shared {
     pub fn refresh_rtts(&self) {
         let rtts = self.client.rtts();
         let now = Instant::now();
-        let mut core = self.core.lock().expect("poisoned");
+        let mut core = self.core();
         for (peer, rtt) in rtts {
             core.handle_data_rtt(peer, rtt, now);
         }
     }
 
     fn target(&self, peer: &PeerId) -> Option<Target> {
-        let core = self.core.lock().expect("poisoned");
+        let core = self.core();
         let status = core.peers().get(peer)?.status.as_ref()?;
         Some(Target {
             peer: *peer,
@@ -342,7 +342,7 @@ impl Shared {
         };
         let now = Instant::now();
         let mut added = 0;
-        let mut core = self.core.lock().expect("poisoned");
+        let mut core = self.core();
         for signed in announcements {
             match signed.verify() {
                 Ok(v) if v.value.id.stream == stream => match core.handle_announcement(v, now) {
@@ -402,12 +402,8 @@ impl Shared {
                         }
                         None => PullResult::Failed,
                     };
-                    self.core.lock().expect("poisoned").handle_pull_result(
-                        id,
-                        peer,
-                        result,
-                        Instant::now(),
-                    )
+                    self.core()
+                        .handle_pull_result(id, peer, result, Instant::now())
                 }
                 PullStep::Wait { at } => {
                     tokio::time::sleep_until(at.into()).await;

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod control;
+pub mod core_guard;
 pub mod cpu;
 pub mod data;
 pub mod due;

@@ -3,10 +3,12 @@
 //!
 //! [`Node::start`] binds the HTTP listener and the quinn endpoint, builds the libp2p
 //! swarm, and spawns four tasks: the swarm driver, the data-plane server, the HTTP server
-//! and the core driver (control-plane events in, a tick every [`TICK`], actions out).
+//! and the core driver (control-plane events in, ticks when the core asks for them,
+//! actions out).
 
 use crate::config::NodeConfig;
 use crate::control::{self, Command, Event};
+use crate::core_guard::CoreGuard;
 use crate::data::{self, Provider, Supply};
 use crate::fetch::Inflight;
 use crate::identity::{self, IdentityError};
@@ -37,17 +39,11 @@ use tracing::{debug, info, warn};
 
 /// How often idle ingest state is expired and freed memory returned.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-/// How often the core's clock ticks: the resolution of status publishing and expiry.
-pub const TICK: Duration = Duration::from_millis(100);
 /// How often the RTTs of open data-plane connections are fed to the core.
 pub const RTT_REFRESH: Duration = Duration::from_secs(2);
 /// How long a data-plane request for a segment this node is still pulling waits for the
 /// pull to land before it is answered (not found).
 const RELAY_WAIT: Duration = Duration::from_secs(5);
-/// A draining node in hand-off leaves once viewers have been silent this long...
-pub const HAND_OFF_QUIET: Duration = Duration::from_secs(3);
-/// ...or after this long in any case.
-pub const HAND_OFF_MAX: Duration = Duration::from_secs(15);
 /// How long start-up waits for the swarm to report its listen addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
@@ -91,7 +87,10 @@ pub struct Shared {
     pub(crate) keypair: Keypair,
     pub(crate) peer_id: PeerId,
     pub(crate) config: NodeConfig,
+    /// The core. Outside the driver, lock it with [`Shared::core`].
     pub(crate) core: Mutex<Core>,
+    /// Wakes the core's driver before its next deadline (see [`CoreGuard`]).
+    driver_wake: tokio::sync::Notify,
     pub(crate) store: Mutex<Store>,
     pub(crate) ingest: Mutex<crate::ingest::Ingests>,
     pub(crate) conns: Arc<crate::http::conns::Conns>,
@@ -112,6 +111,8 @@ pub struct Shared {
     egress_sample: Mutex<EgressSample>,
     cpu: Mutex<crate::cpu::CpuMeter>,
     pub(crate) drain_requested: tokio::sync::Notify,
+    /// The core's drain is over ([`Action::Leave`]).
+    drained: tokio::sync::Notify,
 }
 
 /// The last egress measurement: counters at `at` and the rates since the one before.
@@ -245,6 +246,7 @@ impl Node {
             keypair,
             peer_id,
             core: Mutex::new(Core::new(peer_id, config.core.clone())),
+            driver_wake: tokio::sync::Notify::new(),
             store: Mutex::new(Store::default()),
             ingest: Mutex::new(crate::ingest::Ingests::new(config.ingest_limits)),
             conns: crate::http::conns::Conns::new(crate::http::conns::fit_to_fd_limit(
@@ -272,6 +274,7 @@ impl Node {
             }),
             cpu: Mutex::new(crate::cpu::CpuMeter::default()),
             drain_requested: tokio::sync::Notify::new(),
+            drained: tokio::sync::Notify::new(),
             config,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -347,7 +350,7 @@ impl Node {
     /// A few headline figures, for tools that run many nodes in one process.
     pub fn summary(&self) -> Summary {
         let control_bytes = self.shared.control.wire_bytes().0;
-        let core = self.shared.core.lock().expect("poisoned");
+        let core = self.shared.core();
         let store = self.shared.store.lock().expect("poisoned");
         let mut sources: HashMap<Option<PeerId>, usize> = HashMap::new();
         for stream in core.streams() {
@@ -391,13 +394,13 @@ impl Node {
 
     /// What this node knows of one segment, if it is in the window.
     pub fn segment_info(&self, stream: &stream::Name, seq: Seq) -> Option<SegmentInfo> {
-        let core = self.shared.core.lock().expect("poisoned");
+        let core = self.shared.core();
         core.stream(stream)?.entries.get(&seq).map(SegmentInfo::of)
     }
 
     /// What this node knows of every segment of `stream` in its window, oldest first.
     pub fn segments(&self, stream: &stream::Name) -> Vec<(Seq, SegmentInfo)> {
-        let core = self.shared.core.lock().expect("poisoned");
+        let core = self.shared.core();
         core.stream(stream).map_or_else(Vec::new, |s| {
             s.entries
                 .iter()
@@ -414,34 +417,18 @@ impl Node {
     /// Drains, then stops. The node gossips that it is draining at once, so new viewers
     /// go to peers; its admitted viewers are served until they leave or `deadline`
     /// passes. Then it hands them off (their playlist requests are redirected too) until
-    /// no viewer has asked for anything for [`HAND_OFF_QUIET`] (at most
-    /// [`HAND_OFF_MAX`]), and leaves the mesh.
+    /// they are quiet, and leaves the mesh. The phases and their timing are the core's
+    /// ([`shoal_core::drain`]); this waits for its [`Action::Leave`].
     pub async fn drain(self, deadline: Duration) {
         let started = Instant::now();
-        self.shared.core.lock().expect("poisoned").start_drain();
+        let viewers = {
+            let mut core = self.shared.core();
+            core.start_drain(deadline, started);
+            core.total_viewers()
+        };
         self.shared.publish_status();
-        let viewers = self.shared.core.lock().expect("poisoned").total_viewers();
         info!(viewers, deadline_s = deadline.as_secs(), "draining");
-        while started.elapsed() < deadline
-            && self.shared.core.lock().expect("poisoned").total_viewers() > 0
-        {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let viewers = self.shared.core.lock().expect("poisoned").total_viewers();
-        info!(viewers, "drain: handing off the remaining viewers");
-        self.shared.core.lock().expect("poisoned").start_hand_off();
-        self.shared.publish_status();
-        let hand_off = Instant::now();
-        let mut requests = self.shared.metrics.viewer_requests();
-        let mut quiet_since = Instant::now();
-        while hand_off.elapsed() < HAND_OFF_MAX && quiet_since.elapsed() < HAND_OFF_QUIET {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = self.shared.metrics.viewer_requests();
-            if now != requests {
-                requests = now;
-                quiet_since = Instant::now();
-            }
-        }
+        self.shared.drained.notified().await;
         info!(
             drained_s = format!("{:.1}", started.elapsed().as_secs_f64()),
             "drained; leaving the mesh"
@@ -494,25 +481,38 @@ impl Shared {
         SocketAddr::new(ip, bound.port())
     }
 
+    /// The core, locked by code other than its driver: the driver is woken as the guard
+    /// drops if the core needs it sooner than it planned.
+    pub(crate) fn core(&self) -> CoreGuard<'_> {
+        CoreGuard::new(self.core.lock().expect("poisoned"), &self.driver_wake)
+    }
+
     /// The core driver: control-plane events and ticks in, actions out.
     async fn drive(
         self: Arc<Self>,
         mut events: mpsc::Receiver<Event>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rtts = tokio::time::interval(RTT_REFRESH);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         loop {
+            // Sleep until the core needs time, an event comes, or other code changed the
+            // core so that it needs the driver sooner (`CoreGuard`).
+            let due = {
+                let mut core = self.core.lock().expect("poisoned");
+                core.take_wake();
+                core.poll_timeout()
+            };
+            let due = due.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std);
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event),
                     None => return,
                 },
-                _ = tick.tick() => {
+                _ = tokio::time::sleep_until(due) => {
                     self.core.lock().expect("poisoned").handle_tick(Instant::now());
                 }
+                _ = self.driver_wake.notified() => {}
                 _ = rtts.tick() => self.refresh_rtts(),
                 _ = housekeeping.tick() => self.housekeeping(),
                 _ = shutdown.changed() => return,
@@ -566,7 +566,7 @@ impl Shared {
     /// Carries out every pending decision of the core.
     pub(crate) fn run_actions(self: &Arc<Self>) {
         let actions: Vec<Action> = {
-            let mut core = self.core.lock().expect("poisoned");
+            let mut core = self.core();
             std::iter::from_fn(|| core.poll_action()).collect()
         };
         for action in actions {
@@ -603,6 +603,11 @@ impl Shared {
                     self.client.forget(&peer);
                     self.control.send(Command::Forget(peer));
                 }
+                Action::Drain(phase) => {
+                    let viewers = self.core().total_viewers();
+                    info!(?phase, viewers, "drain phase");
+                }
+                Action::Leave => self.drained.notify_one(),
             }
         }
     }
@@ -647,7 +652,7 @@ impl Shared {
             p2p_addrs: self.p2p_addrs().iter().map(|a| a.to_string()).collect(),
         };
         let status = {
-            let mut core = self.core.lock().expect("poisoned");
+            let mut core = self.core();
             core.set_cpu(cpu);
             core.observe_egress(egress_bps, relay_bps, Instant::now());
             core.status(facts)
@@ -696,7 +701,7 @@ impl Provider for DataProvider {
             // Store and forward: a segment this node is pulling right now is served as
             // soon as the pull lands, so a relay can feed others one transfer after it
             // was fed, before its status says it holds the segment.
-            if !self.0.core.lock().expect("poisoned").is_held(&id)
+            if !self.0.core().is_held(&id)
                 && let Some(pull) = self.0.inflight.segment_pull(&id)
             {
                 let _ = tokio::time::timeout(RELAY_WAIT, pull).await;
@@ -724,7 +729,7 @@ impl Provider for DataProvider {
     }
 
     fn manifest(&self, stream: &stream::Name) -> Option<data::client::Manifest> {
-        let core = self.0.core.lock().expect("poisoned");
+        let core = self.0.core();
         let s = core.stream(stream)?;
         let announcements = s
             .entries
@@ -744,7 +749,7 @@ impl Provider for DataProvider {
         }
         // The peer whose signed status names this certificate, if a member.
         let peer = fingerprint.and_then(|fp| {
-            let core = self.0.core.lock().expect("poisoned");
+            let core = self.0.core();
             core.peers()
                 .known()
                 .find(|(_, p)| p.status.as_ref().is_some_and(|s| s.cert_fingerprint == *fp))

@@ -164,17 +164,21 @@ fn draining_redirects_new_viewers_and_hands_off_admitted_ones() {
     let s = name("s");
     core.handle_status(peer(1), status(1, 1, 10 * MBIT, 0, true), t0);
     assert_eq!(core.admit_viewer(&s, 1, false, t0), Admission::Serve);
-    core.start_drain();
-    assert!(core.drain().is_some());
+    core.start_drain(Duration::from_secs(30), t0);
+    assert_eq!(core.drain(), Some(crate::drain::Drain::Draining));
     assert_eq!(core.admit_viewer(&s, 2, false, t0), to(1));
     assert_eq!(core.admit_viewer(&s, 1, false, t0), Admission::Serve);
     // A viewer redirected here by a peer that had not seen the drain yet is served.
     assert_eq!(core.admit_viewer(&s, 3, true, t0), Admission::Serve);
-    core.start_hand_off();
-    assert_eq!(core.admit_viewer(&s, 1, false, t0), to(1));
+    // Past the deadline: hand-off.
+    let later = t0 + Duration::from_secs(31);
+    core.handle_status(peer(1), status(1, 2, 10 * MBIT, 0, true), later);
+    core.handle_tick(later);
+    assert_eq!(core.drain(), Some(crate::drain::Drain::HandOff));
+    assert_eq!(core.admit_viewer(&s, 1, false, later), to(1));
     // With nowhere to go, a draining node still serves rather than refuse.
     let mut alone = node(10 * MBIT, t0);
-    alone.start_drain();
+    alone.start_drain(Duration::from_secs(30), t0);
     assert_eq!(alone.admit_viewer(&s, 1, false, t0), Admission::Serve);
 }
 
@@ -192,7 +196,7 @@ fn route_picks_the_cheapest_node_including_this_one() {
     }
     // This node is at 90%: the empty peer is cheaper.
     assert_eq!(core.route(&s, t0).unwrap().peer, peer(1));
-    core.start_drain();
+    core.start_drain(Duration::from_secs(30), t0);
     assert_eq!(core.route(&s, t0).unwrap().peer, peer(1));
 }
 

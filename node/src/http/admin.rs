@@ -65,7 +65,7 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
     let now = Instant::now();
     // Lock order: ingest before core.
     let pending_ingest = node.ingest.lock().expect("poisoned").pending_bytes();
-    let core = node.core.lock().expect("poisoned");
+    let core = node.core();
     let peers: Vec<Value> = core
         .peers()
         .known()
@@ -222,7 +222,8 @@ pub async fn drain(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     require_admin(&node, &headers)?;
-    node.core.lock().expect("poisoned").start_drain();
+    node.core()
+        .start_drain(node.config.drain_timeout, std::time::Instant::now());
     node.publish_status();
     node.drain_requested.notify_one();
     tracing::info!("drain requested over the admin API");
@@ -294,7 +295,7 @@ pub async fn revocations(
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(node): State<Arc<Shared>>) -> Response {
     let (peers, streams, viewers, load, draining) = {
-        let core = node.core.lock().expect("poisoned");
+        let core = node.core();
         (
             core.peers().len() as u64,
             core.streams().count() as u64,

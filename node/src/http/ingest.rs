@@ -124,7 +124,7 @@ async fn put_inner(
     let assembled = assembler.on_playlist(&playlist, node.next_seq(&name));
     let me = node.peer_id;
     let (source, last_signer, stalled, signer_gone) = {
-        let core = node.core.lock().expect("poisoned");
+        let core = node.core();
         let last_signer = core.last_signer(&name);
         (
             core.active_source(&name),
@@ -228,7 +228,7 @@ fn end_stream(node: &Arc<Shared>, name: &stream::Name, last: Option<segment::Seq
     match Signed::sign(&node.keypair, &end).and_then(|s| s.verify()) {
         Ok(verified) => {
             let envelope = verified.envelope.clone();
-            node.core.lock().expect("poisoned").handle_end(verified);
+            node.core().handle_end(verified);
             info!(stream = %name, last_seq, "stream ended by encoder");
             node.publish(Gossip::End(envelope));
         }

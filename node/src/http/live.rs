@@ -120,7 +120,7 @@ pub async fn get(
     // One core lock per request: admit or count the viewer, resolve a segment's
     // container.
     let resolved = {
-        let mut core = node.core.lock().expect("poisoned");
+        let mut core = node.core();
         let now = Instant::now();
         match what {
             Wanted::Playlist => {
@@ -251,7 +251,7 @@ fn unavailable(e: FetchError) -> HttpError {
 }
 
 fn render(node: &Shared, name: &stream::Name, params: &str) -> Option<String> {
-    let core = node.core.lock().expect("poisoned");
+    let core = node.core();
     let stream = core.stream(name)?;
     let segments = stream.playlist(core.config().playlist_len);
     if segments.is_empty() {

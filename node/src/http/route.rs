@@ -27,7 +27,7 @@ pub async fn get(
     let as_redirect = query.rest.iter().any(|(k, v)| k == "redirect" && v == "1");
     query.rest.retain(|(k, _)| k != "redirect");
     let chosen = {
-        let mut core = node.core.lock().expect("poisoned");
+        let mut core = node.core();
         let now = Instant::now();
         if core.stream(&name).is_none() && core.stream_holders(&name, now).is_empty() {
             return Err(HttpError::NotFound("unknown stream"));

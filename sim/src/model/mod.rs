@@ -19,6 +19,7 @@ pub mod scenario;
 mod tests;
 
 use net::Net;
+use shoal_core::drain::Drain;
 use shoal_core::own_status::Facts;
 use shoal_core::pull::{PullFailed, PullId, PullResult, PullStep, Pulled};
 use shoal_core::{Action, Config, Core, Upload, requester_key};
@@ -35,8 +36,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often a node's core is given the time (the runtime's housekeeping tick).
-pub const TICK: Duration = Duration::from_millis(100);
 /// A request to a dead node fails after this long (the data plane's QUIC idle timeout).
 pub const DEAD_PEER: Duration = Duration::from_secs(6);
 /// Gossipsub's mesh degree (`mesh_n`): a message reaches N nodes in about log_6 N hops.
@@ -88,6 +87,8 @@ pub struct Figures {
     pub verifications: u64,
     /// Segments ingested.
     pub segments: u64,
+    /// Nodes that left after draining, and when.
+    pub left: Vec<(usize, Duration)>,
     /// Events the loop handled (the model's own work).
     pub events: u64,
 }
@@ -112,6 +113,8 @@ struct Node {
     started: Option<Duration>,
     alive: bool,
     status_version: u64,
+    /// The tick scheduled at the core's `poll_timeout` (earlier ones are stale).
+    next_tick: Option<Duration>,
     /// Streams a viewer watches here.
     watching: Vec<stream::Name>,
     /// Pulls in flight: what each fetches, and the pull of each segment (coalescing).
@@ -123,9 +126,16 @@ struct Node {
 
 /// A scheduled event.
 enum Ev {
-    Tick(usize),
+    Tick {
+        node: usize,
+        at: Duration,
+    },
     Start(usize),
     Kill(usize),
+    Drain {
+        node: usize,
+        serve_for: Duration,
+    },
     Segment {
         stream: usize,
         seq: u64,
@@ -247,6 +257,7 @@ impl Model {
                 started: None,
                 alive: false,
                 status_version: 1,
+                next_tick: None,
                 watching: Vec::new(),
                 pulls: HashMap::new(),
                 pulling: HashMap::new(),
@@ -283,6 +294,12 @@ impl Model {
         self.schedule(at, Ev::Kill(node));
     }
 
+    /// Drains node `node` from `at`, serving its viewers for at most `serve_for`; it
+    /// leaves when its core says so.
+    pub fn drain_at(&mut self, node: usize, at: Duration, serve_for: Duration) {
+        self.schedule(at, Ev::Drain { node, serve_for });
+    }
+
     /// Runs until `end` (virtual time since the start) and returns the figures.
     pub fn run(mut self, end: Duration) -> Figures {
         while let Some(Reverse(next)) = self.queue.pop() {
@@ -316,22 +333,25 @@ impl Model {
                 let node = &mut self.nodes[i];
                 node.started = Some(self.now);
                 node.alive = true;
-                self.schedule(self.now, Ev::Tick(i));
+                node.next_tick = None;
+                self.run_actions(i);
             }
             Ev::Kill(i) => self.nodes[i].alive = false,
-            Ev::Tick(i) => {
-                if !self.nodes[i].alive {
+            Ev::Drain { node, serve_for } => {
+                if self.nodes[node].alive {
+                    let now = self.instant();
+                    self.nodes[node].core.start_drain(serve_for, now);
+                    self.run_actions(node);
+                }
+            }
+            Ev::Tick { node: i, at } => {
+                if !self.nodes[i].alive || self.nodes[i].next_tick != Some(at) {
                     return;
                 }
                 let now = self.instant();
                 let node = &mut self.nodes[i];
-                for (v, name) in node.watching.clone().iter().enumerate() {
-                    if node.core.stream(name).is_some() {
-                        node.core.handle_media(name, v as u128 + 1, now);
-                    }
-                }
+                node.next_tick = None;
                 node.core.handle_tick(now);
-                self.schedule(self.now + TICK, Ev::Tick(i));
                 self.run_actions(i);
             }
             Ev::Segment { stream, seq } => self.ingest(stream, seq),
@@ -350,7 +370,9 @@ impl Model {
             Ev::Announce { to, a } => {
                 if self.nodes[to].alive {
                     let now = self.instant();
+                    let stream = a.value.id.stream.clone();
                     let _ = self.nodes[to].core.handle_announcement(a, now);
+                    self.watch_media(to, &stream);
                     self.run_actions(to);
                 }
             }
@@ -365,6 +387,7 @@ impl Model {
                     for a in entries {
                         let _ = self.nodes[to].core.handle_announcement(a, now);
                     }
+                    self.watch_media(to, &stream);
                     self.run_actions(to);
                 }
             }
@@ -464,7 +487,39 @@ impl Model {
         }
     }
 
-    /// Carries out node `i`'s pending actions, as the runtime's `run_actions` does.
+    /// Node `i`'s viewers of `stream` fetch its newest segment (players keep up with the
+    /// live edge: a request per new segment). A node handing off has redirected them.
+    fn watch_media(&mut self, i: usize, stream: &stream::Name) {
+        let now = self.instant();
+        let node = &mut self.nodes[i];
+        if node.core.drain() == Some(Drain::HandOff) {
+            return;
+        }
+        if let Some(v) = node.watching.iter().position(|w| w == stream) {
+            node.core.handle_media(stream, v as u128 + 1, now);
+        }
+    }
+
+    /// Schedules node `i`'s next tick at its core's `poll_timeout`, unless one is
+    /// already due no later.
+    fn reschedule(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if !node.alive {
+            return;
+        }
+        let at = node
+            .core
+            .poll_timeout()
+            .map_or(self.now, |t| t.saturating_duration_since(self.base))
+            .max(self.now);
+        if node.next_tick.is_none_or(|t| at < t) {
+            node.next_tick = Some(at);
+            self.schedule(at, Ev::Tick { node: i, at });
+        }
+    }
+
+    /// Carries out node `i`'s pending actions, as the runtime's `run_actions` does, and
+    /// schedules its next tick.
     fn run_actions(&mut self, i: usize) {
         while let Some(action) = self.nodes[i].core.poll_action() {
             match action {
@@ -490,9 +545,17 @@ impl Model {
                         );
                     }
                 }
-                Action::Evict(_) | Action::EvictInit(_) | Action::PeerGone(_) => {}
+                Action::Leave => {
+                    self.nodes[i].alive = false;
+                    self.figures.left.push((i, self.now));
+                }
+                Action::Evict(_)
+                | Action::EvictInit(_)
+                | Action::PeerGone(_)
+                | Action::Drain(_) => {}
             }
         }
+        self.reschedule(i);
     }
 
     fn publish_status(&mut self, i: usize) {

@@ -5,9 +5,10 @@
 //! (each node's upload link), each stream (pushed into its ingest node, at the
 //! `[model]` bitrate and segment duration), the nodes viewers watch on (each watches
 //! its stream from the start, so the node prefetches every segment), and `kill` and
-//! `join` events. What does not map yet is refused with a clear error rather than run
-//! differently from the file: redundant ingest and `move_ingest` (source election is
-//! not in the core yet), `drain` and `restart`. Viewers themselves (their players,
+//! `join` and `drain` events (a drained node leaves when its core says so). What does
+//! not map yet is refused with a clear error rather than run differently from the file:
+//! redundant ingest and `move_ingest` (source election is not in the core yet), and
+//! `restart`. Viewers themselves (their players,
 //! admission, redirects) and the balancer baselines are not modelled.
 
 use super::net::Net;
@@ -40,11 +41,10 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Value> {
 fn build(scenario: &Scenario) -> anyhow::Result<Model> {
     let n = scenario.nodes;
     for e in &scenario.events {
-        if e.drain.is_some() || e.restart.is_some() || e.move_ingest.is_some() {
+        if e.restart.is_some() || e.move_ingest.is_some() {
             bail!(
-                "model mode does not model drain, restart or move_ingest events yet \
-                 (their phases and source election are not in the core); run it without \
-                 --mode model"
+                "model mode does not model restart or move_ingest events yet (source \
+                 election is not in the core); run it without --mode model"
             );
         }
     }
@@ -83,6 +83,9 @@ fn build(scenario: &Scenario) -> anyhow::Result<Model> {
         }
         if let Some(i) = e.join {
             model.start_at(i, at);
+        }
+        if let Some(i) = e.drain {
+            model.drain_at(i, at, Duration::from_secs_f64(e.drain_deadline_s));
         }
     }
     Ok(model)
@@ -170,6 +173,7 @@ fn report(scenario: &Scenario, f: &Figures, segment_bytes: u64, wall: Duration) 
             "bytes_per_media_byte": if f.media_bytes == 0 { 0.0 } else { f.control_bytes as f64 / f.media_bytes as f64 },
             "verifications_per_node_s": f.verifications as f64 / node_seconds,
         },
+        "drained": f.left.iter().map(|(i, t)| json!({"node": i, "left_at_s": t.as_secs_f64()})).collect::<Vec<_>>(),
         "model_events": f.events,
         "wall_s": wall.as_secs_f64(),
     })
@@ -263,8 +267,8 @@ mod tests {
 
     #[test]
     fn what_the_model_cannot_run_is_refused_not_run_differently() {
-        let drain = scenario("[[events]]\nat_s=5.0\ndrain=2");
-        assert!(run(&drain).unwrap_err().to_string().contains("drain"));
+        let restart = scenario("[[events]]\nat_s=5.0\nrestart=2");
+        assert!(run(&restart).unwrap_err().to_string().contains("restart"));
         let mut redundant = scenario("");
         redundant.streams[0].ingest = vec![0, 1];
         assert!(
@@ -276,6 +280,20 @@ mod tests {
         let mut huge = scenario("");
         huge.nodes = 30_000;
         assert!(run(&huge).is_err());
+    }
+
+    #[test]
+    fn a_drained_relay_leaves_and_the_others_keep_every_segment() {
+        let r = run(&scenario(
+            "[[events]]\nat_s=8.0\ndrain=1\ndrain_deadline_s=4.0",
+        ))
+        .unwrap();
+        // Node 1's viewer is served until the deadline (12 s), then redirected away;
+        // quiet for 3 s, the node leaves.
+        let left = r["drained"][0]["left_at_s"].as_f64().unwrap();
+        assert_eq!(r["drained"][0]["node"], 1);
+        assert!((14.9..=16.1).contains(&left), "left at {left} s");
+        assert_eq!(r["missed"], 0, "node 1 is not owed what came after it left");
     }
 
     #[test]
