@@ -221,6 +221,44 @@ REGIONS=$(json "json.dumps(dict(d['mesh'], nodes=d['nodes'], started=d['viewers'
 [ "$(echo "$REGIONS" | json "'ok' if d['started'] == d['viewers'] and d['stalls'] == 0 and d['nodes_reached_min'] == d['nodes'] - 1 and d['pulls_within_region_share'] >= 0.4 else 'bad'")" = ok ] \
   || fail "[regions] ci-regions: $REGIONS"
 log "[regions] PASS: $(echo "$REGIONS" | json "'%d/%d viewers, stalls %d, reached %d/%d nodes, %.0f%% of pulls within their region (%.2f across per segment; 2 at best), propagation p50/p99 %.0f/%.0f ms' % (d['started'], d['viewers'], d['stalls'], d['nodes_reached_min'], d['nodes'] - 1, d['pulls_within_region_share'] * 100, d['cross_region_pulls_per_segment'], d['propagation_p50_ms'], d['propagation_p99_ms'])")"
+# Model mode against the real runs above: the same scenario files, the same cores in
+# virtual time. Asserted: both reach every node, the origin's uploads per segment and
+# the long-haul copies per segment agree within one; propagation p50 is reported as a
+# ratio (the model has no CPU time; see README "Model mode").
+log "[agreement] model mode against the real runs of ci-steady and ci-regions"
+AGREEMENT=""
+for s in ci-steady ci-regions; do
+  "$SIM_BIN" run --mode model "sim/scenarios/$s.toml" --json "$WORK/$s-model.json" >"$WORK/$s-model.txt" 2>&1 \
+    || fail "[agreement] $s did not run in model mode: $(tail -3 "$WORK/$s-model.txt")"
+  LINE=$(python3 - "$WORK/$s.json" "$WORK/$s-model.json" <<'PY'
+import json, sys
+real = json.load(open(sys.argv[1]))
+model = json.load(open(sys.argv[2]))
+m = real["mesh"]
+fanout = 4
+real_up = m["origin_uploads_per_segment"]
+model_up = model["origin_uploads_per_segment"]["mean"]
+x = model["cross_region_copies"]
+segs = max(model["segments"], 1)
+model_cross = (x["first_segment"] + x["per_later_segment"] * (segs - 1)) / segs
+real_cross = m.get("cross_region_pulls_per_segment") or 0.0
+ok = (
+    m["nodes_reached_min"] == real["nodes"] - 1
+    and model["missed"] == 0
+    and abs(real_up - model_up) <= 1.0
+    and real_up <= fanout and model_up <= fanout
+    and abs(real_cross - model_cross) <= 1.0
+)
+ratio = m["propagation_p50_ms"] / max(model["propagation_ms"]["p50"], 0.001)
+print("%s %s: origin uploads/segment real %.2f model %.2f, cross-region/segment real %.2f model %.2f, propagation p50 real %.0f ms model %.0f ms (%.1fx)" % (
+    "ok" if ok else "bad", real["scenario"], real_up, model_up, real_cross, model_cross,
+    m["propagation_p50_ms"], model["propagation_ms"]["p50"], ratio))
+PY
+)
+  case "$LINE" in ok*) ;; *) fail "[agreement] $LINE" ;; esac
+  AGREEMENT="$AGREEMENT; ${LINE#ok }"
+done
+log "[agreement] PASS${AGREEMENT}"
 log "[churn] ci-churn: a node joins, one restarts, the encoder moves to another node"
 "$SIM_BIN" run sim/scenarios/ci-churn.toml --json "$WORK/ci-churn.json" >"$WORK/ci-churn.txt" 2>&1 \
   || fail "[churn] ci-churn did not run: $(tail -3 "$WORK/ci-churn.txt")"
@@ -245,4 +283,4 @@ DRAIN=$(json "json.dumps(d['viewers'])" <"$WORK/ci-drain.json")
 log "[balance] PASS: skewed $(echo "$SKEW" | json "'; '.join('%s %d/%d served, %d node-s over capacity, peak %.0f%%' % (k, v['started'], v['viewers'], v['over'], v['peak'] * 100) for k, v in d.items())"); drain $(echo "$DRAIN" | json "'%d/%d viewers, stalls %d, redirects %d' % (d['started'], d['viewers'], d['stalls'], d['redirects'])")"
 
 log "all end-to-end checks passed"
-echo "e2e: 10 passed, 0 failed"
+echo "e2e: 11 passed, 0 failed"

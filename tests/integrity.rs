@@ -1,6 +1,7 @@
 //! Bytes that do not match their signed announcement are never served, and the peer that
 //! sent them is penalised.
 
+use shoal_node::apparatus::Apparatus;
 use shoal_tests::http;
 use shoal_tests::*;
 use std::time::Duration;
@@ -11,9 +12,15 @@ const SEGMENT: &[u8] = &[0x47; 188 * 40];
 async fn corrupted_bytes_from_a_peer_never_reach_a_viewer() {
     init_logging();
     // B ingests honestly but corrupts every segment it sends to peers.
-    let mut bad = config("b");
-    bad.faults.corrupt_egress = true;
-    let nodes = mesh(vec![config("a"), bad, config("c")]).await.unwrap();
+    let mut corrupt = Apparatus::default();
+    corrupt.faults.corrupt_egress = true;
+    let nodes = mesh_with(vec![
+        (config("a"), Apparatus::default()),
+        (config("b"), corrupt),
+        (config("c"), Apparatus::default()),
+    ])
+    .await
+    .unwrap();
     let (b, c) = (nodes[1].http_addr(), nodes[2].http_addr());
     let b_id = nodes[1].peer_id().to_string();
     wait_known(c, &[&b_id]).await.unwrap();

@@ -1,7 +1,6 @@
 //! Node configuration: command-line flags, `SHOAL_*` environment variables and a TOML
 //! file (`--config FILE`), in that order of precedence, over built-in defaults.
 
-use crate::data::server::Faults;
 use crate::units;
 use clap::Args;
 use libp2p::Multiaddr;
@@ -54,12 +53,6 @@ pub struct NodeConfig {
     /// How long a draining node keeps serving its admitted viewers before handing them
     /// off.
     pub drain_timeout: Duration,
-    /// Fault injection for tests.
-    pub faults: Faults,
-    /// Emulated latency on the data plane, by destination (the simulator's regions).
-    pub data_delay: Option<crate::data::delay::DataDelay>,
-    /// Emulated latency on the control plane, by sending peer (the simulator's regions).
-    pub control_delay: Option<crate::control::PeerDelay>,
     /// Bounds on HTTP connections.
     pub connections: crate::http::conns::Limits,
     /// Bounds on ingest state.
@@ -93,9 +86,6 @@ impl NodeConfig {
             public_status: false,
             admin_http: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            faults: Faults::default(),
-            data_delay: None,
-            control_delay: None,
             connections: crate::http::conns::Limits::default(),
             ingest_limits: crate::ingest::Limits::default(),
         }
@@ -216,9 +206,6 @@ pub struct RunArgs {
     /// Bytes of uploaded files not yet listed, over all streams [default: 512 MiB].
     #[arg(long, env = "SHOAL_INGEST_PENDING_TOTAL")]
     pub ingest_pending_total: Option<u64>,
-    /// Test only: corrupt every segment served to peers.
-    #[arg(long, hide = true)]
-    pub fault_corrupt_egress: bool,
 }
 
 /// The config file: the same settings as [`RunArgs`].
@@ -439,11 +426,6 @@ impl RunArgs {
                 .drain_timeout
                 .or(file.drain_timeout)
                 .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs),
-            faults: Faults {
-                corrupt_egress: self.fault_corrupt_egress,
-            },
-            data_delay: None,
-            control_delay: None,
             connections,
             ingest_limits,
         })

@@ -6,6 +6,7 @@
 //!   segment pulls between nodes), [`http`] (viewers, ingest, admin API), [`store`] (the
 //!   segment bytes), [`fetch`] (coalesced, verified pulls), tied together by [`node`].
 
+pub mod apparatus;
 pub mod config;
 pub mod control;
 pub mod core_guard;

@@ -6,6 +6,7 @@
 //! and the core driver (control-plane events in, ticks when the core asks for them,
 //! actions out).
 
+use crate::apparatus::Apparatus;
 use crate::config::NodeConfig;
 use crate::control::{self, Command, Event};
 use crate::core_guard::CoreGuard;
@@ -194,17 +195,20 @@ impl Node {
     /// Starts a node: binds its sockets, joins the mesh through the bootstrap peers and
     /// begins serving.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        Self::start_with(config, Apparatus::default()).await
+    }
+
+    /// As [`Node::start`], with a simulator's or a test's hooks between the node and
+    /// the network.
+    pub async fn start_with(config: NodeConfig, apparatus: Apparatus) -> Result<Node, StartError> {
         let keypair = identity::load_or_create(&config.data_dir)?;
         let peer_id = keypair.public().to_peer_id();
         let tls = Arc::new(data::tls::generate().map_err(|e| StartError::Tls(e.to_string()))?);
         let server_config =
             data::tls::server_config(&tls).map_err(|e| StartError::Tls(e.to_string()))?;
         let bind = |what, addr| move |source| StartError::Bind { what, addr, source };
-        let endpoint = match &config.data_delay {
-            Some(delay) => data::delay::endpoint(server_config, config.data, delay.clone()),
-            None => quinn::Endpoint::server(server_config, config.data),
-        }
-        .map_err(bind("data plane", config.data))?;
+        let endpoint = crate::apparatus::data_endpoint(&apparatus, server_config, config.data)
+            .map_err(bind("data plane", config.data))?;
         let data_addr = endpoint
             .local_addr()
             .map_err(bind("data plane", config.data))?;
@@ -237,7 +241,7 @@ impl Node {
             keypair: keypair.clone(),
             listen: config.p2p.clone(),
             bootstrap: config.bootstrap.clone(),
-            delay: config.control_delay.clone(),
+            delay: apparatus.control_delay.clone(),
             members,
             revocations_file: closed.then_some(revocations_file),
         })?;
@@ -278,7 +282,7 @@ impl Node {
             config,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let faults = shared.config.faults;
+        let faults = apparatus.faults;
         let provider: Arc<dyn Provider> = Arc::new(DataProvider(shared.clone()));
         let mut tasks = vec![
             tokio::spawn(driver.run()),

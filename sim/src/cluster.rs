@@ -1,6 +1,7 @@
 //! Many real nodes in one process: the first starts alone, the others join through it.
 
 use anyhow::Context;
+use shoal_node::apparatus::Apparatus;
 use shoal_node::{Node, NodeConfig};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,9 +11,9 @@ use tokio::task::JoinHandle;
 pub struct Cluster {
     /// The nodes, in start order.
     pub nodes: Vec<Option<Node>>,
-    /// Each slot's configuration (bootstrap aside), to start it again; a node that ran
+    /// Each slot's configuration (bootstrap aside) and apparatus, to start it again; a node that ran
     /// keeps its HTTP and data-plane addresses, as on a real host.
-    configs: Vec<NodeConfig>,
+    configs: Vec<(NodeConfig, Apparatus)>,
     root: PathBuf,
 }
 
@@ -24,16 +25,26 @@ impl Cluster {
         key: &str,
         configure: impl Fn(usize, &mut NodeConfig),
     ) -> anyhow::Result<Self> {
-        Self::start_with(count, key, configure, |_| false, |_, _| {}).await
+        Self::start_with(
+            count,
+            key,
+            configure,
+            |_| Apparatus::default(),
+            |_| false,
+            |_, _| {},
+        )
+        .await
     }
 
-    /// As [`Cluster::start`], leaving the slots `later` says empty (start them with
+    /// As [`Cluster::start`], with `apparatus` between each node and the network (the
+    /// simulator's delays), leaving the slots `later` says empty (start them with
     /// [`Cluster::launch`]), and calling `started` with each node as soon as it runs
     /// (before the next one starts).
     pub async fn start_with(
         count: usize,
         key: &str,
         configure: impl Fn(usize, &mut NodeConfig),
+        apparatus: impl Fn(usize) -> Apparatus,
         later: impl Fn(usize) -> bool,
         started: impl Fn(usize, &Node),
     ) -> anyhow::Result<Self> {
@@ -47,7 +58,7 @@ impl Cluster {
             let mut config = NodeConfig::loopback(cluster.root.join(format!("node{i}")));
             config.ingest_keys = vec![key.to_string()];
             configure(i, &mut config);
-            cluster.configs.push(config);
+            cluster.configs.push((config, apparatus(i)));
             cluster.nodes.push(None);
             if !later(i) {
                 started(i, cluster.launch(i).await?);
@@ -61,13 +72,13 @@ impl Cluster {
     pub async fn launch(&mut self, i: usize) -> anyhow::Result<&Node> {
         anyhow::ensure!(i < self.configs.len(), "no slot {i}");
         anyhow::ensure!(self.nodes[i].is_none(), "node {i} is running");
-        let mut config = self.configs[i].clone();
+        let (mut config, apparatus) = self.configs[i].clone();
         config.bootstrap = self.live().next().map(Node::p2p_addrs).unwrap_or_default();
         // A stopped node's sockets close as its last tasks end: wait a little for its
         // ports, then take new ones (its viewers then come back through a front end).
         let mut attempt = 0;
         let node = loop {
-            match Node::start(config.clone()).await {
+            match Node::start_with(config.clone(), apparatus.clone()).await {
                 Ok(node) => break node,
                 Err(shoal_node::node::StartError::Bind { .. }) if attempt < 10 => {
                     attempt += 1;
@@ -83,8 +94,8 @@ impl Cluster {
                 Err(e) => return Err(e).with_context(|| format!("starting node {i}")),
             }
         };
-        self.configs[i].http = node.http_addr();
-        self.configs[i].data = node.data_addr();
+        self.configs[i].0.http = node.http_addr();
+        self.configs[i].0.data = node.data_addr();
         Ok(self.nodes[i].insert(node))
     }
 

@@ -6,9 +6,13 @@
 //! Datagrams leave in due order from one task per socket (equal delays keep their
 //! order, so QUIC sees no reordering). At most [`MAX_QUEUED`] wait; beyond that they
 //! are dropped, as a full router queue would.
+//!
+//! A node gets it through its [`shoal_node::apparatus::Apparatus`] ([`factory`]): the node itself has no
+//! notion of delays.
 
 use quinn::udp::{RecvMeta, Transmit};
-use quinn::{AsyncUdpSocket, UdpPoller};
+use quinn::{AsyncUdpSocket, Runtime, UdpPoller};
+use shoal_node::apparatus::SocketFactory;
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
@@ -92,7 +96,7 @@ async fn pump(
     held_rx: mpsc::UnboundedReceiver<(Instant, Held)>,
     queued: Arc<AtomicUsize>,
 ) {
-    crate::due::release(held_rx, |h: Held| {
+    shoal_node::due::release(held_rx, |h: Held| {
         queued.fetch_sub(1, Ordering::Relaxed);
         let transmit = Transmit {
             destination: h.destination,
@@ -161,37 +165,37 @@ impl AsyncUdpSocket for DelayedSocket {
     }
 }
 
-/// A quinn endpoint on `addr` whose outgoing datagrams are held per `delay`.
-pub fn endpoint(
-    server_config: quinn::ServerConfig,
-    addr: SocketAddr,
-    delay: DataDelay,
-) -> io::Result<quinn::Endpoint> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
-    let inner = runtime.wrap_udp_socket(socket)?;
-    quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
-        Some(server_config),
-        DelayedSocket::new(inner, delay),
-        runtime,
-    )
+/// A node's data-plane socket factory: sockets whose outgoing datagrams are held per
+/// `delay`.
+pub fn factory(delay: DataDelay) -> Arc<SocketFactory> {
+    Arc::new(move |addr| {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+        let delayed: Arc<dyn AsyncUdpSocket> = DelayedSocket::new(inner, delay.clone());
+        Ok(delayed)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use shoal_node::apparatus::{Apparatus, data_endpoint};
+    use shoal_node::data::tls;
+
     /// A real quinn connection over loopback through delaying sockets: the handshake's
     /// measured RTT includes both directions' delays.
     #[tokio::test]
     async fn round_trip_includes_both_delays() {
-        let tls = crate::data::tls::generate().unwrap();
-        let server_config = crate::data::tls::server_config(&tls).unwrap();
-        let delay = DataDelay::new(|_| Duration::from_millis(30));
+        let identity = tls::generate().unwrap();
+        let server_config = tls::server_config(&identity).unwrap();
+        let apparatus = Apparatus {
+            data_socket: Some(factory(DataDelay::new(|_| Duration::from_millis(30)))),
+            ..Apparatus::default()
+        };
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let server = endpoint(server_config.clone(), any, delay.clone()).unwrap();
-        let client = endpoint(server_config, any, delay).unwrap();
+        let server = data_endpoint(&apparatus, server_config.clone(), any).unwrap();
+        let client = data_endpoint(&apparatus, server_config, any).unwrap();
         let addr = server.local_addr().unwrap();
         let accept = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
@@ -201,9 +205,9 @@ mod tests {
             send.finish().unwrap();
             conn.closed().await;
         });
-        let config = crate::data::tls::client_config(tls.fingerprint, &tls).unwrap();
+        let config = tls::client_config(identity.fingerprint, &identity).unwrap();
         let conn = client
-            .connect_with(config, addr, crate::data::tls::SERVER_NAME)
+            .connect_with(config, addr, tls::SERVER_NAME)
             .unwrap()
             .await
             .unwrap();

@@ -14,6 +14,7 @@
 mod bench;
 mod clip;
 mod cluster;
+mod delay;
 mod http;
 mod model;
 mod playout;

@@ -7,6 +7,7 @@ pub mod process;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use shoal_node::apparatus::Apparatus;
 use shoal_node::{Node, NodeConfig};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,12 +51,23 @@ pub fn config(tag: &str) -> NodeConfig {
 /// Starts nodes from `configs`: the first alone, the others bootstrapping from the first
 /// only, as an operator would.
 pub async fn mesh(configs: Vec<NodeConfig>) -> anyhow::Result<Vec<Node>> {
+    mesh_with(
+        configs
+            .into_iter()
+            .map(|c| (c, Apparatus::default()))
+            .collect(),
+    )
+    .await
+}
+
+/// As [`mesh`], each node with its own [`Apparatus`] (injected faults, delays).
+pub async fn mesh_with(nodes_to_start: Vec<(NodeConfig, Apparatus)>) -> anyhow::Result<Vec<Node>> {
     let mut nodes: Vec<Node> = Vec::new();
-    for mut c in configs {
+    for (mut c, apparatus) in nodes_to_start {
         if let Some(first) = nodes.first() {
             c.bootstrap = first.p2p_addrs();
         }
-        nodes.push(Node::start(c).await?);
+        nodes.push(Node::start_with(c, apparatus).await?);
     }
     Ok(nodes)
 }

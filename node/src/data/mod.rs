@@ -6,7 +6,6 @@
 //! [`server`] answers from a [`Provider`]; [`client`] keeps one connection per peer.
 
 pub mod client;
-pub mod delay;
 pub mod server;
 pub mod tls;
 

@@ -25,6 +25,7 @@ pub mod mesh;
 pub mod report;
 
 use crate::cluster::Cluster;
+use crate::delay::DataDelay;
 use crate::viewer;
 use crate::{playout, table};
 use anyhow::Context;
@@ -33,8 +34,8 @@ use file::{Balancer, Scenario};
 use load::{Recorder, Sample};
 use mesh::MeshRecorder;
 use serde_json::{Value, json};
+use shoal_node::apparatus::Apparatus;
 use shoal_node::control::PeerDelay;
-use shoal_node::data::delay::DataDelay;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -88,17 +89,24 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
                 c.core.egress_capacity_bps = scenario.capacity_bps(i);
                 c.core.ingest_reserve_bps = scenario.reserve_bps(i);
             }
-            if let Some(mine) = scenario.region_of(i) {
-                let (map, delays) = (regions.clone(), scenario.clone());
-                c.data_delay = Some(DataDelay::new(move |to| {
-                    let region = map.read().expect("poisoned").by_addr.get(&to).copied();
-                    region.map_or(Duration::ZERO, |r| delays.one_way(mine, r))
-                }));
-                let (map, delays) = (regions.clone(), scenario.clone());
-                c.control_delay = Some(PeerDelay::new(move |from| {
+        },
+        |i| {
+            let Some(mine) = scenario.region_of(i) else {
+                return Apparatus::default();
+            };
+            let (map, delays) = (regions.clone(), scenario.clone());
+            let data = DataDelay::new(move |to| {
+                let region = map.read().expect("poisoned").by_addr.get(&to).copied();
+                region.map_or(Duration::ZERO, |r| delays.one_way(mine, r))
+            });
+            let (map, delays) = (regions.clone(), scenario.clone());
+            Apparatus {
+                data_socket: Some(crate::delay::factory(data)),
+                control_delay: Some(PeerDelay::new(move |from| {
                     let region = map.read().expect("poisoned").by_peer.get(from).copied();
                     region.map_or(Duration::ZERO, |r| delays.one_way(r, mine))
-                }));
+                })),
+                ..Apparatus::default()
             }
         },
         |i| scenario.joins_later(i),
