@@ -12,12 +12,14 @@
 //! - [`viewers`]: recent viewers per stream, which drive prefetching.
 //! - [`balance`]: admission, redirects and pre-warming.
 //! - [`drain`]: drain's phases (serve, hand off, leave) on the core's clock.
+//! - [`ingest_source`]: which node's encoder feeds a stream (redundant, moved ingest).
 //! - [`own_status`]: the status this node publishes.
 //! - [`pull`]: each pull of a segment, init or manifest as a state machine: whom to ask,
 //!   in what order, what a busy or bad answer changes.
 
 pub mod balance;
 pub mod drain;
+pub mod ingest_source;
 pub mod own_status;
 pub mod peers;
 pub mod pull;
@@ -247,6 +249,9 @@ pub struct Core {
 struct Claim {
     since: UnixMillis,
     last_activity: Instant,
+    /// This node took the stream over from another's older claim (see
+    /// [`Core::ingest_role`]).
+    took_over: bool,
 }
 
 impl Core {
@@ -637,6 +642,7 @@ impl Core {
             let claim = Claim {
                 since: unix_now,
                 last_activity: now,
+                took_over: false,
             };
             self.claims.insert(stream.clone(), claim);
             self.mark_dirty();

@@ -166,9 +166,7 @@ impl Shared {
             return Ok(bytes);
         }
         let announcement = self
-            .core
-            .lock()
-            .expect("poisoned")
+            .core()
             .announcement(id)
             .map(|v| v.value.clone())
             .ok_or(FetchError::NotAnnounced)?;
@@ -238,10 +236,7 @@ impl Shared {
             .connect(target)
             .await
             .map_err(FetchError::AllFailed)?;
-        self.core
-            .lock()
-            .expect("poisoned")
-            .handle_data_rtt(peer, rtt, Instant::now());
+        self.core().handle_data_rtt(peer, rtt, Instant::now());
         Ok(())
     }
 
@@ -280,11 +275,7 @@ impl Shared {
             .lock()
             .expect("poisoned")
             .put_segment(a.id.clone(), bytes.clone());
-        let kept = self
-            .core
-            .lock()
-            .expect("poisoned")
-            .handle_fetched(&a.id, from, Instant::now());
+        let kept = self.core().handle_fetched(&a.id, from, Instant::now());
         if !kept {
             self.store.lock().expect("poisoned").evict_segment(&a.id);
         }
@@ -373,11 +364,7 @@ impl Shared {
         request: &Request,
         expect: Expect,
     ) -> Result<(Fetched, PeerId), FetchError> {
-        let (id, mut step) = self
-            .core
-            .lock()
-            .expect("poisoned")
-            .start_pull(what, Instant::now());
+        let (id, mut step) = self.core().start_pull(what, Instant::now());
         // If this future is dropped mid-pull, the core forgets the pull.
         let mut guard = CancelOnDrop {
             core: &self.core,
@@ -407,10 +394,7 @@ impl Shared {
                 }
                 PullStep::Wait { at } => {
                     tokio::time::sleep_until(at.into()).await;
-                    self.core
-                        .lock()
-                        .expect("poisoned")
-                        .resume_pull(id, Instant::now())
+                    self.core().resume_pull(id, Instant::now())
                 }
                 PullStep::Done(result) => {
                     guard.id = None;
@@ -458,10 +442,7 @@ impl Shared {
             Ok(fetched) => {
                 add(&self.metrics.fetch_ok, 1);
                 if let Some(rtt) = self.client.rtt(&peer) {
-                    self.core
-                        .lock()
-                        .expect("poisoned")
-                        .handle_data_rtt(peer, rtt, Instant::now());
+                    self.core().handle_data_rtt(peer, rtt, Instant::now());
                 }
                 (Ok(PullResult::Bytes), Some(fetched))
             }

@@ -206,9 +206,6 @@ pub struct Assembler {
     inits: HashMap<String, (InitRef, Bytes)>,
     announced: VecDeque<String>,
     restarted: bool,
-    /// This node took the stream over from a source that stalled: it keeps leading while
-    /// it feeds the stream, even before the old source's claim lapses.
-    pub took_over: bool,
 }
 
 /// The container a segment file name implies, if it is a media segment.

@@ -681,9 +681,7 @@ impl Shared {
 
     /// The sequence number the next ingested segment of `stream` should get.
     pub(crate) fn next_seq(&self, stream: &stream::Name) -> Seq {
-        self.core
-            .lock()
-            .expect("poisoned")
+        self.core()
             .stream(stream)
             .and_then(|s| s.newest())
             .map_or(0, |n| n + 1)
@@ -710,12 +708,7 @@ impl Provider for DataProvider {
             {
                 let _ = tokio::time::timeout(RELAY_WAIT, pull).await;
             }
-            let admitted = self
-                .0
-                .core
-                .lock()
-                .expect("poisoned")
-                .admit_upload(&id, requester_key(requester));
+            let admitted = self.0.core().admit_upload(&id, requester_key(requester));
             match admitted {
                 Upload::Serve => {}
                 Upload::Busy(fed) => return Supply::Busy(fed),

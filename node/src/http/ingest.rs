@@ -10,6 +10,7 @@ use crate::node::{Shared, unix_millis};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use shoal_core::ingest_source::Role;
 use shoal_protocol::gossip::Gossip;
 use shoal_protocol::segment::{self, Announcement, StreamEnd};
 use shoal_protocol::signed::Signed;
@@ -107,55 +108,32 @@ async fn put_inner(
             warn!(stream = %name, %dropped, "segment never listed in a playlist; dropped");
         }
         drop(ingest);
-        node.core
-            .lock()
-            .expect("poisoned")
+        node.core()
             .handle_ingest_activity(&name, unix_millis(), now);
         debug!(stream = %name, %file, size, "upload received");
         return Ok(StatusCode::CREATED);
     }
     let assembler = ingest.stream(&name, now)?;
-    node.core
-        .lock()
-        .expect("poisoned")
+    node.core()
         .handle_ingest_activity(&name, unix_millis(), now);
     let playlist = parse_media_playlist(&bytes)
         .map_err(|e| HttpError::BadRequest(format!("playlist: {e}")))?;
     let assembled = assembler.on_playlist(&playlist, node.next_seq(&name));
-    let me = node.peer_id;
-    let (source, last_signer, stalled, signer_gone) = {
-        let core = node.core();
-        let last_signer = core.last_signer(&name);
-        (
-            core.active_source(&name),
-            last_signer,
-            core.source_stalled(&name, Instant::now()),
-            last_signer.is_some_and(|s| s != me && core.peers().get(&s).is_none()),
-        )
-    };
-    // The claim that came first leads (a redundant encoder stands by), unless another
-    // live node took over from it and feeds the stream; a stalled stream is taken over at
-    // once (its encoder moved here, or failed), without waiting for the old claim to
-    // lapse, and the node that took over keeps leading while it feeds.
-    let mine = last_signer == Some(me);
-    let leads = stalled
-        || if source == Some(me) {
-            last_signer.is_none() || mine || signer_gone
-        } else {
-            assembler.took_over && mine
-        };
-    assembler.took_over = leads && source != Some(me);
-    if !leads {
-        if !assembled.ready.is_empty() {
-            add(&node.metrics.ingest_standby, assembled.ready.len() as u64);
-            debug!(stream = %name, following = ?source, "standby ingest: segments held back");
+    // Whether this node's encoder leads or stands by is the core's election.
+    let after = match node.core().ingest_role(&name, Instant::now()) {
+        Role::Lead { after } => after,
+        Role::Standby { following } => {
+            if !assembled.ready.is_empty() {
+                add(&node.metrics.ingest_standby, assembled.ready.len() as u64);
+                debug!(stream = %name, ?following, "standby ingest: segments held back");
+            }
+            return Ok(StatusCode::CREATED);
         }
-        return Ok(StatusCode::CREATED);
-    }
+    };
     // Segments from a new source (moved or failed-over ingest) follow a discontinuity.
-    let mut switched = last_signer.is_some_and(|s| s != node.peer_id);
+    let mut switched = after.is_some();
     if switched {
-        info!(stream = %name, previous = ?last_signer, "this node is now the stream's source");
+        info!(stream = %name, previous = ?after, "this node is now the stream's source");
     }
     let last = assembled.ready.last().map(|r| r.seq);
     for mut ready in assembled.ready {
@@ -198,9 +176,7 @@ fn announce(node: &Arc<Shared>, name: &stream::Name, ready: Ready) -> Result<(),
         }
         store.put_segment(announcement.id.clone(), ready.bytes);
     }
-    node.core
-        .lock()
-        .expect("poisoned")
+    node.core()
         .handle_ingested(verified, Instant::now())
         .map_err(|e| HttpError::BadRequest(format!("segment refused: {e}")))?;
     add(&node.metrics.ingest_segments, 1);

@@ -269,11 +269,7 @@ async fn playlist(
     let text = match render(node, name, params) {
         Some(text) => text,
         None => {
-            let holders = node
-                .core
-                .lock()
-                .expect("poisoned")
-                .stream_holders(name, Instant::now());
+            let holders = node.core().stream_holders(name, Instant::now());
             if holders.is_empty() {
                 return Err(HttpError::NotFound("unknown stream"));
             }

@@ -20,6 +20,7 @@ mod tests;
 
 use net::Net;
 use shoal_core::drain::Drain;
+use shoal_core::ingest_source::Role;
 use shoal_core::own_status::Facts;
 use shoal_core::pull::{PullFailed, PullId, PullResult, PullStep, Pulled};
 use shoal_core::{Action, Config, Core, Upload, requester_key};
@@ -49,8 +50,8 @@ pub const GOSSIP_HOP: Duration = Duration::from_micros(500);
 pub struct StreamSpec {
     /// Its name.
     pub name: String,
-    /// The node its encoder pushes into.
-    pub origin: usize,
+    /// The nodes its encoder pushes into (more than one: redundant encoders).
+    pub ingest: Vec<usize>,
     /// Segment size in bytes.
     pub segment_bytes: u64,
     /// Segment duration.
@@ -66,7 +67,7 @@ pub struct StreamSpec {
 pub struct Figures {
     /// For each (segment, node) that got it by a pull: time from its ingest to held there.
     pub propagation: Vec<Duration>,
-    /// Uploads of each segment by its origin.
+    /// Uploads of each segment by the node that ingested it.
     pub origin_uploads: BTreeMap<(usize, u64), u32>,
     /// (segment, node) pairs that should have been reached (a watching node, alive when
     /// the segment was made and at the end) and were not.
@@ -85,8 +86,12 @@ pub struct Figures {
     pub control_bytes: u64,
     /// Signatures checked, summed over the nodes (each gossip message received once).
     pub verifications: u64,
-    /// Segments ingested.
+    /// Segments ingested (announced by the leading ingest node).
     pub segments: u64,
+    /// Segments an ingest node held back as a standby.
+    pub held_back: u64,
+    /// Source switches: (stream, when, the node now leading).
+    pub switches: Vec<(usize, Duration, usize)>,
     /// Nodes that left after draining, and when.
     pub left: Vec<(usize, Duration)>,
     /// Events the loop handled (the model's own work).
@@ -138,7 +143,11 @@ enum Ev {
     },
     Segment {
         stream: usize,
-        seq: u64,
+        n: u64,
+    },
+    MoveIngest {
+        stream: usize,
+        to: usize,
     },
     Status {
         to: usize,
@@ -213,6 +222,7 @@ pub struct Model {
     streams: Vec<StreamSpec>,
     /// When each segment was ingested, and at which node.
     ingested: HashMap<(usize, u64), Duration>,
+    source: HashMap<(usize, u64), usize>,
     held: HashMap<(usize, u64), Vec<usize>>,
     figures: Figures,
 }
@@ -240,6 +250,7 @@ impl Model {
             by_peer: HashMap::new(),
             streams: Vec::new(),
             ingested: HashMap::new(),
+            source: HashMap::new(),
             held: HashMap::new(),
             figures: Figures::default(),
         };
@@ -270,11 +281,11 @@ impl Model {
         model
     }
 
-    /// Adds a stream: its encoder pushes a segment into its origin every segment
+    /// Adds a stream: its encoder pushes a segment into its ingest nodes every segment
     /// duration.
     pub fn add_stream(&mut self, spec: StreamSpec) {
         let stream = self.streams.len();
-        self.schedule(spec.start, Ev::Segment { stream, seq: 0 });
+        self.schedule(spec.start, Ev::Segment { stream, n: 0 });
         self.streams.push(spec);
     }
 
@@ -292,6 +303,13 @@ impl Model {
     /// Kills node `node` at `at`: it stops answering, and its peers notice by silence.
     pub fn kill_at(&mut self, node: usize, at: Duration) {
         self.schedule(at, Ev::Kill(node));
+    }
+
+    /// From `at`, the stream's encoder pushes into node `to` only.
+    pub fn move_ingest_at(&mut self, stream: &str, to: usize, at: Duration) {
+        if let Some(i) = self.streams.iter().position(|s| s.name == stream) {
+            self.schedule(at, Ev::MoveIngest { stream: i, to });
+        }
     }
 
     /// Drains node `node` from `at`, serving its viewers for at most `serve_for`; it
@@ -354,7 +372,8 @@ impl Model {
                 node.core.handle_tick(now);
                 self.run_actions(i);
             }
-            Ev::Segment { stream, seq } => self.ingest(stream, seq),
+            Ev::Segment { stream, n } => self.ingest(stream, n),
+            Ev::MoveIngest { stream, to } => self.streams[stream].ingest = vec![to],
             Ev::Status { to, from, status } => {
                 if self.nodes[to].alive {
                     let now = self.instant();
@@ -424,53 +443,76 @@ impl Model {
         }
     }
 
-    /// The encoder delivers segment `seq` of `stream` to its origin.
-    fn ingest(&mut self, stream: usize, seq: u64) {
+    /// The encoder(s) deliver their `n`th segment of `stream` to its ingest nodes; each
+    /// node's core decides whether it leads (announces it) or stands by
+    /// ([`shoal_core::Core::ingest_role`]).
+    fn ingest(&mut self, stream: usize, n: u64) {
         let spec = self.streams[stream].clone();
-        let origin = spec.origin;
-        if seq + 1 < spec.segments {
-            self.schedule(
-                self.now + spec.segment,
-                Ev::Segment {
-                    stream,
-                    seq: seq + 1,
-                },
-            );
-        }
-        if !self.nodes[origin].alive {
-            return;
+        if n + 1 < spec.segments {
+            self.schedule(self.now + spec.segment, Ev::Segment { stream, n: n + 1 });
         }
         let name = stream::Name::new(&spec.name).expect("valid stream name");
+        for &node in &spec.ingest {
+            if self.nodes[node].alive {
+                self.deliver(stream, &name, node);
+            }
+        }
+    }
+
+    /// Node `node`'s encoder delivered a segment of `stream`.
+    fn deliver(&mut self, stream: usize, name: &stream::Name, node: usize) {
+        let spec = &self.streams[stream];
+        let (duration, size) = (spec.segment, spec.segment_bytes);
+        let now = self.instant();
+        let core = &mut self.nodes[node].core;
+        core.handle_ingest_activity(name, self.now.as_millis() as u64, now);
+        let after = match core.ingest_role(name, now) {
+            Role::Lead { after } => after,
+            Role::Standby { .. } => {
+                self.figures.held_back += 1;
+                self.run_actions(node);
+                return;
+            }
+        };
+        let seq = core
+            .stream(name)
+            .and_then(|s| s.newest())
+            .map_or(0, |newest| newest + 1);
         let announcement = Announcement {
             id: segment::Id {
                 stream: name.clone(),
                 seq,
             },
-            duration_ms: spec.segment.as_millis() as u32,
-            size: spec.segment_bytes,
-            hash: ContentId::of(format!("{}/{seq}", spec.name).as_bytes()),
+            duration_ms: duration.as_millis() as u32,
+            size,
+            hash: ContentId::of(format!("{name}/{seq}/{node}").as_bytes()),
             container: Container::Ts,
             init: None,
-            discontinuity: false,
+            discontinuity: after.is_some(),
             ingested_at: self.now.as_millis() as u64,
         };
-        let signed = Signed::sign(&self.nodes[origin].keypair, &announcement).expect("signs");
-        let size = signed.encoded_len() as u64;
+        let signed = Signed::sign(&self.nodes[node].keypair, &announcement).expect("signs");
+        let bytes = signed.encoded_len() as u64;
         let verified = signed.verify().expect("own signature");
-        let now = self.instant();
-        let core = &mut self.nodes[origin].core;
-        core.handle_ingest_activity(&name, self.now.as_millis() as u64, now);
-        if core.handle_ingested(verified.clone(), now).is_err() {
+        if self.nodes[node]
+            .core
+            .handle_ingested(verified.clone(), now)
+            .is_err()
+        {
             return;
         }
+        if after.is_some() {
+            self.figures.switches.push((stream, self.now, node));
+        }
         self.ingested.insert((stream, seq), self.now);
+        self.source.insert((stream, seq), node);
         self.figures.segments += 1;
-        self.held.entry((stream, seq)).or_default().push(origin);
-        self.gossip(origin, size, |to| Ev::Announce {
+        self.held.entry((stream, seq)).or_default().push(node);
+        self.gossip(node, bytes, |to| Ev::Announce {
             to,
             a: verified.clone(),
         });
-        self.run_actions(origin);
+        self.run_actions(node);
     }
 
     /// Delivers a gossip message of `size` bytes from `from` to every other started node.
@@ -679,7 +721,7 @@ impl Model {
                     if !self.net.same_region(holder, from) {
                         *self.figures.cross_region.entry(key).or_default() += 1;
                     }
-                    if self.streams[stream].origin == holder {
+                    if self.source.get(&key) == Some(&holder) {
                         *self.figures.origin_uploads.entry(key).or_default() += 1;
                     }
                 }

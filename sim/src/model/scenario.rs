@@ -5,9 +5,9 @@
 //! (each node's upload link), each stream (pushed into its ingest node, at the
 //! `[model]` bitrate and segment duration), the nodes viewers watch on (each watches
 //! its stream from the start, so the node prefetches every segment), and `kill` and
-//! `join` and `drain` events (a drained node leaves when its core says so). What does
+//! `join`, `drain` (a drained node leaves when its core says so) and `move_ingest`
+//! events, and redundant ingest (each ingest node's core elects the source). What does
 //! not map yet is refused with a clear error rather than run differently from the file:
-//! redundant ingest and `move_ingest` (source election is not in the core yet), and
 //! `restart`. Viewers themselves (their players,
 //! admission, redirects) and the balancer baselines are not modelled.
 
@@ -40,19 +40,10 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Value> {
 /// The model of `scenario`, or why it cannot be modelled.
 fn build(scenario: &Scenario) -> anyhow::Result<Model> {
     let n = scenario.nodes;
-    for e in &scenario.events {
-        if e.restart.is_some() || e.move_ingest.is_some() {
-            bail!(
-                "model mode does not model restart or move_ingest events yet (source \
-                 election is not in the core); run it without --mode model"
-            );
-        }
-    }
-    if let Some(s) = scenario.streams.iter().find(|s| s.ingest.len() > 1) {
+    if scenario.events.iter().any(|e| e.restart.is_some()) {
         bail!(
-            "stream {}: model mode does not model redundant ingest yet (source election \
-             is not in the core); give it one ingest node or run it without --mode model",
-            s.name
+            "model mode does not model restart events yet (a node that comes back with \
+             its identity); run it without --mode model"
         );
     }
     let late: Vec<usize> = (0..n).filter(|&i| scenario.joins_later(i)).collect();
@@ -64,7 +55,7 @@ fn build(scenario: &Scenario) -> anyhow::Result<Model> {
     for s in &scenario.streams {
         model.add_stream(StreamSpec {
             name: s.name.clone(),
-            origin: s.ingest[0],
+            ingest: s.ingest.clone(),
             segment_bytes: segment_bytes(scenario),
             segment,
             segments,
@@ -86,6 +77,9 @@ fn build(scenario: &Scenario) -> anyhow::Result<Model> {
         }
         if let Some(i) = e.drain {
             model.drain_at(i, at, Duration::from_secs_f64(e.drain_deadline_s));
+        }
+        if let (Some(stream), Some(to)) = (&e.move_ingest, e.to) {
+            model.move_ingest_at(stream, to, at);
         }
     }
     Ok(model)
@@ -173,6 +167,8 @@ fn report(scenario: &Scenario, f: &Figures, segment_bytes: u64, wall: Duration) 
             "bytes_per_media_byte": if f.media_bytes == 0 { 0.0 } else { f.control_bytes as f64 / f.media_bytes as f64 },
             "verifications_per_node_s": f.verifications as f64 / node_seconds,
         },
+        "source_switches": f.switches.iter().map(|(s, t, node)| json!({"stream": scenario.streams[*s].name, "at_s": t.as_secs_f64(), "to": node})).collect::<Vec<_>>(),
+        "held_back": f.held_back,
         "drained": f.left.iter().map(|(i, t)| json!({"node": i, "left_at_s": t.as_secs_f64()})).collect::<Vec<_>>(),
         "model_events": f.events,
         "wall_s": wall.as_secs_f64(),
@@ -212,6 +208,8 @@ pub fn text(report: &Value) -> String {
          cross-region     {:.1} copies of a stream's first segment, {:.2} per later segment\n\
          pulls            {} busy answers, {} failed\n\
          control plane    {:.0} B/node/s  {:.3} B per media byte  {:.1} verifications/node/s\n\
+         sources          {} switch(es) {}, {} segments held back by standby encoders\n\
+         drained          {}\n\
          model            {} events in {:.2} s wall\n",
         report["scenario"].as_str().unwrap_or("?"),
         report["nodes"],
@@ -234,9 +232,31 @@ pub fn text(report: &Value) -> String {
         num(&c["bytes_per_node_s"]),
         num(&c["bytes_per_media_byte"]),
         num(&c["verifications_per_node_s"]),
+        report["source_switches"].as_array().map_or(0, Vec::len),
+        list(&report["source_switches"], "to", "at_s"),
+        report["held_back"],
+        match list(&report["drained"], "node", "left_at_s") {
+            l if l.is_empty() => "none".to_string(),
+            l => format!("node(s) left at {l}"),
+        },
         report["model_events"],
         num(&report["wall_s"]),
     )
+}
+
+/// `[node N at T s, ...]` from a list of objects with a node field and a time field.
+fn list(v: &Value, node: &str, at: &str) -> String {
+    let items: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| format!("node {} at {:.1} s", x[node], x[at].as_f64().unwrap_or(0.0)))
+        .collect();
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!("[{}]", items.join(", "))
+    }
 }
 
 #[cfg(test)]
@@ -269,14 +289,6 @@ mod tests {
     fn what_the_model_cannot_run_is_refused_not_run_differently() {
         let restart = scenario("[[events]]\nat_s=5.0\nrestart=2");
         assert!(run(&restart).unwrap_err().to_string().contains("restart"));
-        let mut redundant = scenario("");
-        redundant.streams[0].ingest = vec![0, 1];
-        assert!(
-            run(&redundant)
-                .unwrap_err()
-                .to_string()
-                .contains("redundant")
-        );
         let mut huge = scenario("");
         huge.nodes = 30_000;
         assert!(run(&huge).is_err());
@@ -294,6 +306,29 @@ mod tests {
         assert_eq!(r["drained"][0]["node"], 1);
         assert!((14.9..=16.1).contains(&left), "left at {left} s");
         assert_eq!(r["missed"], 0, "node 1 is not owed what came after it left");
+    }
+
+    #[test]
+    fn a_redundant_encoder_takes_over_when_the_followed_source_dies() {
+        let mut s = scenario("[[events]]\nat_s=11.0\nkill=0");
+        s.streams[0].ingest = vec![0, 1];
+        let r = run(&s).unwrap();
+        // Node 1 held its segments back while node 0 led, then took over once node 0
+        // was declared gone (3 s of silence) or the stream stalled (2 x 2 s + 1 s),
+        // whichever came first.
+        assert!(r["held_back"].as_u64().unwrap() >= 4, "{}", r["held_back"]);
+        let switch = &r["source_switches"][0];
+        assert_eq!(switch["to"], 1);
+        let at = switch["at_s"].as_f64().unwrap();
+        assert!((13.0..=17.0).contains(&at), "switched at {at} s");
+        assert_eq!(r["missed"], 0);
+    }
+
+    #[test]
+    fn a_moved_encoder_is_followed_by_the_mesh() {
+        let r = run(&scenario("[[events]]\nat_s=11.0\nmove_ingest='live'\nto=5")).unwrap();
+        assert_eq!(r["source_switches"][0]["to"], 5);
+        assert_eq!(r["missed"], 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ fn config(fanout: usize) -> Config {
 fn live(origin: usize, segments: u64, bytes: u64) -> StreamSpec {
     StreamSpec {
         name: "live".into(),
-        origin,
+        ingest: vec![origin],
         segment_bytes: bytes,
         segment: Duration::from_secs(2),
         segments,
