@@ -223,8 +223,9 @@ REGIONS=$(json "json.dumps(dict(d['mesh'], nodes=d['nodes'], started=d['viewers'
 log "[regions] PASS: $(echo "$REGIONS" | json "'%d/%d viewers, stalls %d, reached %d/%d nodes, %.0f%% of pulls within their region (%.2f across per segment; 2 at best), propagation p50/p99 %.0f/%.0f ms' % (d['started'], d['viewers'], d['stalls'], d['nodes_reached_min'], d['nodes'] - 1, d['pulls_within_region_share'] * 100, d['cross_region_pulls_per_segment'], d['propagation_p50_ms'], d['propagation_p99_ms'])")"
 # Model mode against the real runs above: the same scenario files, the same cores in
 # virtual time. Asserted: both reach every node, the origin's uploads per segment and
-# the long-haul copies per segment agree within one; propagation p50 is reported as a
-# ratio (the model has no CPU time; see README "Model mode").
+# the long-haul copies per segment agree within one, and propagation p50 within 3x
+# (1.3-1.6x measured here; the margin is for busy CI machines, where the real run slows
+# and the model does not).
 log "[agreement] model mode against the real runs of ci-steady and ci-regions"
 AGREEMENT=""
 for s in ci-steady ci-regions; do
@@ -250,6 +251,7 @@ ok = (
     and abs(real_cross - model_cross) <= 1.0
 )
 ratio = m["propagation_p50_ms"] / max(model["propagation_ms"]["p50"], 0.001)
+ok = ok and 1 / 3 <= ratio <= 3
 print("%s %s: origin uploads/segment real %.2f model %.2f, cross-region/segment real %.2f model %.2f, propagation p50 real %.0f ms model %.0f ms (%.1fx)" % (
     "ok" if ok else "bad", real["scenario"], real_up, model_up, real_cross, model_cross,
     m["propagation_p50_ms"], model["propagation_ms"]["p50"], ratio))

@@ -9,7 +9,8 @@
 //! forward), as the runtime does. Nothing sleeps: thousands of simulated seconds run in
 //! wall-clock milliseconds, and a given spec gives the same figures every time.
 //!
-//! What the model leaves out (a real run has it): CPU time, QUIC's congestion control
+//! What the model leaves out (a real run has it): CPU time beyond a fixed cost per
+//! transfer ([`TRANSFER_WORK`]) and per gossip hop ([`GOSSIP_HOP`]), QUIC's congestion control
 //! (a transfer gets the uploader's whole link, queued behind earlier ones), gossipsub's
 //! exact mesh (a message takes `hops(N)` hops, see [`gossip_delay`]), and lost packets.
 
@@ -44,6 +45,11 @@ pub const GOSSIP_DEGREE: f64 = 6.0;
 /// What one gossip hop adds besides the path's delay (a node's receive, check and
 /// forward).
 pub const GOSSIP_HOP: Duration = Duration::from_micros(500);
+/// The work of one segment transfer besides moving its bytes: the request, a QUIC
+/// stream, the blake3 check and the store. Measured on this machine's loopback
+/// (BENCHMARKS.md "First byte": a 200 KB pull from a peer takes 2.9 ms against 0.2 ms
+/// for a held segment, of which the bytes take ~0.7 ms at the relay bench's rate).
+pub const TRANSFER_WORK: Duration = Duration::from_millis(2);
 
 /// A stream fed into the model.
 #[derive(Debug, Clone)]
@@ -725,7 +731,13 @@ impl Model {
                         *self.figures.origin_uploads.entry(key).or_default() += 1;
                     }
                 }
-                self.answer(sent + back, from, pull, holder, PullResult::Bytes);
+                self.answer(
+                    sent + back + TRANSFER_WORK,
+                    from,
+                    pull,
+                    holder,
+                    PullResult::Bytes,
+                );
             }
             Upload::Busy(fed) => {
                 self.figures.busy += 1;
