@@ -162,7 +162,8 @@ enum Ev {
     },
     Announce {
         to: usize,
-        a: Verified<Announcement>,
+        // Boxed: the heap moves events around, and this is the largest.
+        a: Box<Verified<Announcement>>,
     },
     Manifest {
         to: usize,
@@ -172,7 +173,8 @@ enum Ev {
     Send {
         node: usize,
         pull: PullId,
-        peer: PeerId,
+        // Boxed, as a peer id is large (see `Announce`).
+        peer: Box<PeerId>,
     },
     Ask {
         holder: usize,
@@ -396,7 +398,7 @@ impl Model {
                 if self.nodes[to].alive {
                     let now = self.instant();
                     let stream = a.value.id.stream.clone();
-                    let _ = self.nodes[to].core.handle_announcement(a, now);
+                    let _ = self.nodes[to].core.handle_announcement(*a, now);
                     self.watch_media(to, &stream);
                     self.run_actions(to);
                 }
@@ -416,7 +418,7 @@ impl Model {
                     self.run_actions(to);
                 }
             }
-            Ev::Send { node, pull, peer } => self.send(node, pull, peer),
+            Ev::Send { node, pull, peer } => self.send(node, pull, *peer),
             Ev::Ask {
                 holder,
                 from,
@@ -516,7 +518,7 @@ impl Model {
         self.held.entry((stream, seq)).or_default().push(node);
         self.gossip(node, bytes, |to| Ev::Announce {
             to,
-            a: verified.clone(),
+            a: Box::new(verified.clone()),
         });
         self.run_actions(node);
     }
@@ -655,7 +657,7 @@ impl Model {
                         Ev::Send {
                             node: i,
                             pull,
-                            peer,
+                            peer: Box::new(peer),
                         },
                     );
                 } else {
