@@ -72,6 +72,10 @@ impl Core {
 
     /// Moves the drain on if its time has come (from [`Core::handle_tick`]).
     pub(crate) fn advance_drain(&mut self, now: Instant) {
+        if self.drain_plan.is_none() {
+            return;
+        }
+        // Counted only while draining: it walks every session.
         let viewers = self.total_viewers();
         let Some(plan) = &mut self.drain_plan else {
             return;

@@ -145,27 +145,18 @@ impl Verifier {
             return Err(Refusal::Invalid(format!("over {MAX_TOKEN} bytes")));
         }
         let key = Seen::hash(token);
-        let claims = match self.seen.get(&key) {
-            Some(claims) if claims.exp.saturating_add(LEEWAY) <= now_unix => {
+        if let Some(verdict) = self.seen.judge(&key, |claims| {
+            if claims.exp.saturating_add(LEEWAY) <= now_unix {
                 return Err(Refusal::Expired);
             }
-            Some(claims) => claims,
-            None => {
-                let claims = self.verify(token)?;
-                self.seen.insert(key, claims.clone(), now_unix, LEEWAY);
-                claims
-            }
-        };
-        if claims.sub != stream {
-            return Err(Refusal::WrongStream);
+            grants(claims, stream, ip)
+        }) {
+            return verdict;
         }
-        if claims
-            .ip
-            .is_some_and(|bound| bound.to_canonical() != ip.to_canonical())
-        {
-            return Err(Refusal::WrongAddress);
-        }
-        Ok(())
+        let claims = self.verify(token)?;
+        let verdict = grants(&claims, stream, ip);
+        self.seen.insert(key, claims, now_unix, LEEWAY);
+        verdict
     }
 
     /// Tokens remembered as verified.
@@ -288,6 +279,20 @@ impl SigningKey {
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der))
             .map_err(|e| e.to_string())
     }
+}
+
+/// Whether unexpired `claims` let the client at `ip` watch `stream`.
+fn grants(claims: &Claims, stream: &str, ip: IpAddr) -> Result<(), Refusal> {
+    if claims.sub != stream {
+        return Err(Refusal::WrongStream);
+    }
+    if claims
+        .ip
+        .is_some_and(|bound| bound.to_canonical() != ip.to_canonical())
+    {
+        return Err(Refusal::WrongAddress);
+    }
+    Ok(())
 }
 
 /// Seconds since the Unix epoch.

@@ -32,9 +32,10 @@ impl Seen {
         *blake3::hash(token.as_bytes()).as_bytes()
     }
 
-    /// The claims of a token seen verified, if it is here.
-    pub fn get(&self, key: &TokenHash) -> Option<Claims> {
-        self.map.lock().expect("not poisoned").get(key).cloned()
+    /// `judge` applied to the claims of a token seen verified, if it is here (no copy of
+    /// the claims: this runs on every viewer request).
+    pub fn judge<R>(&self, key: &TokenHash, judge: impl FnOnce(&Claims) -> R) -> Option<R> {
+        self.map.lock().expect("not poisoned").get(key).map(judge)
     }
 
     /// Keeps the claims of a token that verified; `now_unix` and `leeway` decide which

@@ -50,6 +50,8 @@ pub const GOSSIP_HOP: Duration = Duration::from_micros(500);
 /// (BENCHMARKS.md "First byte": a 200 KB pull from a peer takes 2.9 ms against 0.2 ms
 /// for a held segment, of which the bytes take ~0.7 ms at the relay bench's rate).
 pub const TRANSFER_WORK: Duration = Duration::from_millis(2);
+/// Time a segment is given to reach everyone before it counts as missed.
+pub const SETTLE: Duration = Duration::from_secs(10);
 
 /// A stream fed into the model.
 #[derive(Debug, Clone)]
@@ -102,16 +104,6 @@ pub struct Figures {
     pub left: Vec<(usize, Duration)>,
     /// Events the loop handled (the model's own work).
     pub events: u64,
-}
-
-/// The `p` quantile (0..=1) of `samples`, or zero if there are none.
-pub fn percentile(samples: &[Duration], p: f64) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut v = samples.to_vec();
-    v.sort_unstable();
-    v[((v.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize]
 }
 
 /// One modelled node: a core, and what its runtime would keep beside it.
@@ -812,17 +804,12 @@ impl Model {
                 if !watches || !node.alive || !owed {
                     continue;
                 }
-                if !holders.is_some_and(|h| h.contains(&i)) && *at + self.settle() < self.now {
+                if !holders.is_some_and(|h| h.contains(&i)) && *at + SETTLE < self.now {
                     self.figures.missed.push((stream, seq, i));
                 }
             }
         }
         self.figures.missed.sort_unstable();
-    }
-
-    /// Time a segment is given to reach everyone before it counts as missed.
-    fn settle(&self) -> Duration {
-        Duration::from_secs(10)
     }
 }
 

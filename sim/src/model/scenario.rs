@@ -12,7 +12,8 @@
 //! admission, redirects) and the balancer baselines are not modelled.
 
 use super::net::Net;
-use super::{Figures, Model, StreamSpec, percentile};
+use super::{Figures, Model, StreamSpec};
+use crate::bench::{ms, percentile};
 use crate::scenario::file::{Mode, Scenario};
 use anyhow::bail;
 use serde_json::{Value, json};
@@ -128,7 +129,6 @@ fn segment_bytes(scenario: &Scenario) -> u64 {
 /// The report: propagation, the origin's uploads, copies between nodes and regions,
 /// and the control plane's cost per node.
 fn report(scenario: &Scenario, f: &Figures, segment_bytes: u64, wall: Duration) -> Value {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let per_segment = |total: u64| {
         if f.segments == 0 {
             0.0
@@ -138,6 +138,7 @@ fn report(scenario: &Scenario, f: &Figures, segment_bytes: u64, wall: Duration) 
     };
     let node_seconds = (scenario.nodes as f64 * scenario.duration_s as f64).max(1.0);
     let uploads: Vec<u32> = f.origin_uploads.values().copied().collect();
+    let propagation_ms: Vec<f64> = f.propagation.iter().map(|d| ms(*d)).collect();
     json!({
         "mode": "model",
         "scenario": scenario.name,
@@ -148,9 +149,9 @@ fn report(scenario: &Scenario, f: &Figures, segment_bytes: u64, wall: Duration) 
         "segments": f.segments,
         "propagation_ms": {
             "count": f.propagation.len(),
-            "p50": ms(percentile(&f.propagation, 0.5)),
-            "p99": ms(percentile(&f.propagation, 0.99)),
-            "max": ms(percentile(&f.propagation, 1.0)),
+            "p50": percentile(&propagation_ms, 50.0),
+            "p99": percentile(&propagation_ms, 99.0),
+            "max": percentile(&propagation_ms, 100.0),
         },
         "missed": f.missed.len(),
         "origin_uploads_per_segment": {
