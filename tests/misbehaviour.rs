@@ -64,9 +64,14 @@ async fn drive(
     }
 }
 
+/// The media shard topic of stream `live`, which A carries (its encoder pushes it).
+fn media_topic() -> String {
+    gossip::MediaShard::of(&stream::Name::new("live").unwrap()).topic()
+}
+
 /// Messages that must all fail verification, each distinct (gossip deduplicates).
 fn bad_messages(key: &libp2p::identity::Keypair) -> Vec<(IdentTopic, Vec<u8>)> {
-    let media = IdentTopic::new(gossip::MEDIA_TOPIC);
+    let media = IdentTopic::new(media_topic());
     let status = IdentTopic::new(gossip::STATUS_TOPIC);
     let mut out = vec![];
     for i in 0..3u8 {
@@ -148,7 +153,7 @@ async fn a_peer_sending_forged_gossip_is_banned_and_the_mesh_keeps_serving() {
     let key = libp2p::identity::Keypair::generate_ed25519();
     let mut swarm = rogue();
     let rogue_id = *swarm.local_peer_id();
-    for t in [gossip::MEDIA_TOPIC, gossip::STATUS_TOPIC] {
+    for t in [media_topic(), gossip::STATUS_TOPIC.to_string()] {
         swarm
             .behaviour_mut()
             .subscribe(&IdentTopic::new(t))

@@ -152,6 +152,13 @@ fn fits(used: u64, add: u64, budget: Option<u64>) -> bool {
     budget.is_none_or(|b| used.saturating_add(add) <= b)
 }
 
+impl State {
+    /// Streams peers asked this node to pre-warm, not yet expired.
+    pub(crate) fn warm_streams(&self) -> impl Iterator<Item = &stream::Name> {
+        self.warm_in.keys()
+    }
+}
+
 impl Core {
     /// This node's load figures.
     pub fn own_load(&self) -> Load {

@@ -11,6 +11,7 @@
 //! - [`streams`]: each stream's window of signed announcements and held segments.
 //! - [`viewers`]: recent viewers per stream, which drive prefetching.
 //! - [`balance`]: admission, redirects and pre-warming.
+//! - [`carried`]: the streams this node carries, and the media shards it subscribes to.
 //! - [`drain`]: drain's phases (serve, hand off, leave) on the core's clock.
 //! - [`ingest_source`]: which node's encoder feeds a stream (redundant, moved ingest).
 //! - [`own_status`]: the status this node publishes.
@@ -18,6 +19,7 @@
 //!   in what order, what a busy or bad answer changes.
 
 pub mod balance;
+pub mod carried;
 pub mod drain;
 pub mod ingest_source;
 pub mod own_status;
@@ -116,6 +118,11 @@ pub struct Config {
     /// A stream with no new segment for this long, no viewers, no encoder here and no
     /// pre-warm request is forgotten: its state and bytes go, its name is free again.
     pub stream_forget: Duration,
+    /// While this node knows fewer peers than this, it carries every stream (subscribes
+    /// to every media shard): announcements cost little in a small mesh, and every
+    /// node is ready for any stream's first viewer. At and above it, only the streams
+    /// carried here (see [`carried`]). 0: always only those.
+    pub carry_all_below: usize,
 }
 
 impl Default for Config {
@@ -143,6 +150,7 @@ impl Default for Config {
             warm_ttl: Duration::from_secs(15),
             startup_window: Duration::from_secs(5),
             stream_forget: Duration::from_secs(30),
+            carry_all_below: 32,
         }
     }
 }
@@ -174,6 +182,10 @@ pub enum Action {
     Drain(drain::Drain),
     /// Drained: leave the mesh and stop.
     Leave,
+    /// Subscribe to this media shard's topic: a stream in it is carried here now.
+    Subscribe(shoal_protocol::gossip::MediaShard),
+    /// Unsubscribe from this media shard's topic: no stream in it is carried here.
+    Unsubscribe(shoal_protocol::gossip::MediaShard),
 }
 
 /// The key under which a requesting peer's data-plane address is counted for fan-out.
@@ -242,6 +254,7 @@ pub struct Core {
     /// Draining, if so: the phase and its deadlines.
     drain_plan: Option<drain::Plan>,
     pulls: pull::Pulls,
+    carried: carried::Carried,
 }
 
 /// This node's own ingest claim on a stream.
@@ -274,6 +287,7 @@ impl Core {
             woken: false,
             drain_plan: None,
             pulls: pull::Pulls::default(),
+            carried: carried::Carried::default(),
         }
     }
 
@@ -304,7 +318,11 @@ impl Core {
             .collect();
         // Asked to pre-warm: fetch the stream's manifest now; its segments follow as
         // for a watched stream.
-        for name in self.take_warm_requests(&status.warm, now) {
+        let warm = self.take_warm_requests(&status.warm, now);
+        if !warm.is_empty() {
+            self.update_subscriptions();
+        }
+        for name in warm {
             self.mark_dirty();
             self.sync(name, from, now);
         }
@@ -503,6 +521,7 @@ impl Core {
             self.note_startup(stream, admitted, now);
         }
         if !demanded {
+            self.update_subscriptions();
             self.prefetch_stream(stream);
         }
     }
@@ -530,6 +549,8 @@ impl Core {
             self.update_prewarm(now);
             self.shed_excess(now);
             self.forget_idle_streams(now);
+            self.expire_asked(now);
+            self.update_subscriptions();
         }
         self.advance_drain(now);
         let since = self.last_status.map(|t| now.saturating_duration_since(t));
@@ -646,6 +667,7 @@ impl Core {
             };
             self.claims.insert(stream.clone(), claim);
             self.mark_dirty();
+            self.update_subscriptions();
         }
     }
 

@@ -612,6 +612,8 @@ impl Shared {
                     info!(?phase, viewers, "drain phase");
                 }
                 Action::Leave => self.drained.notify_one(),
+                Action::Subscribe(shard) => self.control.send(Command::Subscribe(shard)),
+                Action::Unsubscribe(shard) => self.control.send(Command::Unsubscribe(shard)),
             }
         }
     }

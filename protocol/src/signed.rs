@@ -124,6 +124,12 @@ impl<T: Signable> Signed<T> {
         })
     }
 
+    /// Decodes the payload without checking the signature: for routing a message one
+    /// is about to send (which topic it goes on), never for trusting it.
+    pub fn peek(&self) -> Result<T, CodecError> {
+        codec::decode(&self.payload)
+    }
+
     /// Size of the envelope on the wire, roughly.
     pub fn encoded_len(&self) -> usize {
         self.payload.len() + self.public_key.len() + self.signature.len() + 8

@@ -67,6 +67,9 @@ enum Cmd {
         /// cores in a discrete-event loop, in virtual time (up to 20,000 nodes).
         #[arg(long, value_enum, default_value = "real")]
         mode: scenario::file::Mode,
+        /// Run the scenario at this many nodes instead of the file's.
+        #[arg(long)]
+        nodes: Option<usize>,
     },
     /// Simulated HLS viewers against any node's playlist: startup, stalls, continuity.
     Viewers {
@@ -183,11 +186,15 @@ async fn main() -> anyhow::Result<()> {
             json,
             html,
             mode,
+            nodes,
         } => {
             let text = std::fs::read_to_string(&scenario)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
-            let parsed = scenario::file::Scenario::parse(&text)
+            let mut parsed = scenario::file::Scenario::parse(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
+            if let Some(n) = nodes {
+                parsed.nodes = n;
+            }
             if mode == scenario::file::Mode::Model {
                 anyhow::ensure!(html.is_none(), "--html is for real runs");
                 let report = model::scenario::run(&parsed)

@@ -234,8 +234,12 @@ fn hello_seeds() -> Vec<Vec<u8>> {
 /// A gossip message: decoded within its size limit and verified, as the control plane
 /// does; a verified status must then pass or fail its bounds check without panicking.
 pub fn gossip(data: &[u8]) {
-    if let Ok(control::Event::Status(s)) = control::verify(data) {
-        let _ = s.value.check_bounds();
+    let live = shoal_protocol::stream::Name::new("live").expect("valid");
+    let media = gossip::MediaShard::of(&live).topic();
+    for topic in [gossip::STATUS_TOPIC, media.as_str()] {
+        if let Ok(control::Event::Status(s)) = control::verify(topic, data) {
+            let _ = s.value.check_bounds();
+        }
     }
 }
 

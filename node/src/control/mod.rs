@@ -22,7 +22,7 @@ use libp2p::{
     request_response, tcp, yamux,
 };
 use shoal_protocol::codec;
-use shoal_protocol::gossip::{self, Gossip};
+use shoal_protocol::gossip::{self, Gossip, MediaShard};
 use shoal_protocol::identity::Keypair;
 use shoal_protocol::membership::{Hello, MembershipError, Revocations};
 use shoal_protocol::segment::{Announcement, StreamEnd};
@@ -105,6 +105,10 @@ pub enum Command {
     /// redialing it unless it is a bootstrap peer. A node that restarted then gets a
     /// fresh first connection, on which gossipsub exchanges subscriptions.
     Forget(PeerId),
+    /// Subscribe to a media shard's topic (the core carries a stream in it).
+    Subscribe(MediaShard),
+    /// Unsubscribe from a media shard's topic.
+    Unsubscribe(MediaShard),
     /// A revocation list was taken (through the admin API): cut the members it names,
     /// refuse the peers it names, save it and gossip it.
     Revoked(Signed<Revocations>, Vec<PeerId>),
@@ -263,7 +267,6 @@ pub struct Driver {
     events: mpsc::Sender<Event>,
     listen: Arc<Mutex<Vec<Multiaddr>>>,
     status_topic: IdentTopic,
-    media_topic: IdentTopic,
     dialed: HashMap<PeerId, Instant>,
     wanted: HashMap<PeerId, Vec<Multiaddr>>,
     bootstrap: HashMap<PeerId, Vec<Multiaddr>>,
@@ -349,15 +352,13 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
 
+    // Media shards are subscribed to as the core decides (`Command::Subscribe`).
     let status_topic = IdentTopic::new(gossip::STATUS_TOPIC);
-    let media_topic = IdentTopic::new(gossip::MEDIA_TOPIC);
-    for topic in [&status_topic, &media_topic] {
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(topic)
-            .map_err(|e| setup(&e))?;
-    }
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&status_topic)
+        .map_err(|e| setup(&e))?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -409,7 +410,6 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         events: event_tx,
         listen,
         status_topic,
-        media_topic,
         dialed: HashMap::new(),
         wanted: bootstrap.clone(),
         bootstrap,
@@ -669,8 +669,9 @@ impl Driver {
         match command {
             Command::Publish(message) => {
                 let topic = match message.topic() {
-                    gossip::STATUS_TOPIC => self.status_topic.clone(),
-                    _ => self.media_topic.clone(),
+                    Some(t) if t == gossip::STATUS_TOPIC => self.status_topic.clone(),
+                    Some(t) => IdentTopic::new(t),
+                    None => return warn!("not publishing a media message that does not decode"),
                 };
                 let bytes = match codec::encode(&message) {
                     Ok(b) => b,
@@ -694,6 +695,18 @@ impl Driver {
                 if self.swarm.disconnect_peer_id(peer).is_ok() {
                     info!(%peer, "disconnected a peer declared gone");
                 }
+            }
+            Command::Subscribe(shard) => {
+                let topic = IdentTopic::new(shard.topic());
+                match self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                    Ok(_) => debug!(shard = shard.index(), "subscribed to a media shard"),
+                    Err(e) => warn!(shard = shard.index(), error = %e, "cannot subscribe"),
+                }
+            }
+            Command::Unsubscribe(shard) => {
+                let topic = IdentTopic::new(shard.topic());
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+                debug!(shard = shard.index(), "unsubscribed from a media shard");
             }
             // Applied by the run loop (it needs to emit events).
             Command::Revoked(..) => {}
@@ -913,7 +926,7 @@ impl Driver {
                         );
                     return;
                 }
-                let verdict = verify(&message.data);
+                let verdict = verify(message.topic.as_str(), &message.data);
                 if let Ok(Event::Revocations(list)) = verdict {
                     // Forwarded only if it is the CA's (only newer lists spread far:
                     // gossipsub drops what a node has seen).
@@ -993,9 +1006,10 @@ fn peer_score() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) 
         ..Default::default()
     };
     let params = gossipsub::PeerScoreParams {
-        topics: [gossip::STATUS_TOPIC, gossip::MEDIA_TOPIC]
-            .iter()
-            .map(|t| (IdentTopic::new(*t).hash(), topic.clone()))
+        topics: MediaShard::all()
+            .map(|shard| shard.topic())
+            .chain([gossip::STATUS_TOPIC.to_string()])
+            .map(|t| (IdentTopic::new(t).hash(), topic.clone()))
             .collect(),
         ip_colocation_factor_weight: 0.0,
         behaviour_penalty_weight: 0.0,
@@ -1005,10 +1019,15 @@ fn peer_score() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) 
     (params, gossipsub::PeerScoreThresholds::default())
 }
 
-/// Decodes and verifies a gossip message.
-pub fn verify(bytes: &[u8]) -> Result<Event, String> {
+/// Decodes and verifies a gossip message that came on `topic`. One on another topic
+/// than its kind's (a media message: its stream's shard's) is refused: a node that
+/// carries a stream must not be fed the others through its shard.
+pub fn verify(topic: &str, bytes: &[u8]) -> Result<Event, String> {
     let message: Gossip =
         codec::decode_limited(bytes, gossip::MAX_GOSSIP).map_err(|e| e.to_string())?;
+    if message.topic().as_deref() != Some(topic) {
+        return Err(format!("message on the wrong topic {topic}"));
+    }
     Ok(match message {
         Gossip::Status(s) => {
             let s = s.verify().map_err(|e| e.to_string())?;

@@ -132,11 +132,13 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
                 "viewers": core.viewer_count(&s.name),
                 "bitrate_bps": s.bitrate_bps(),
                 "warm": core.is_warm(&s.name),
+                "carried": core.carries(&s.name),
                 "source": core.active_source(&s.name).map(|p| p.to_string()),
                 "segments": segments,
             })
         })
         .collect();
+    let media_shards: Vec<u16> = core.subscribed().iter().map(|s| s.index()).collect();
     let store = node.store.lock().expect("poisoned");
     let mut counters: serde_json::Map<String, Value> = node
         .metrics
@@ -171,6 +173,7 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
             "p2p": node.p2p_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         },
         "cert_fingerprint": node.fingerprint.to_hex(),
+        "media_shards": media_shards,
         "connections": {
             "open": node.conns.open(),
             "shed": node.conns.shed_total(),

@@ -251,7 +251,11 @@ fn unavailable(e: FetchError) -> HttpError {
 }
 
 fn render(node: &Shared, name: &stream::Name, params: &str) -> Option<String> {
-    let core = node.core();
+    let mut core = node.core();
+    // A viewer asks for a stream the mesh has: carry it (take its announcements).
+    if !core.carries(name) && core.stream(name).is_some() {
+        core.handle_wanted(name, Instant::now());
+    }
     let stream = core.stream(name)?;
     let segments = stream.playlist(core.config().playlist_len);
     if segments.is_empty() {
@@ -273,6 +277,7 @@ async fn playlist(
             if holders.is_empty() {
                 return Err(HttpError::NotFound("unknown stream"));
             }
+            node.core().handle_wanted(name, Instant::now());
             let _ = tokio::time::timeout(SYNC_WAIT, node.sync(name, None)).await;
             render(node, name, params).ok_or(HttpError::NotFound("unknown stream"))?
         }

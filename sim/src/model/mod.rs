@@ -27,13 +27,14 @@ use shoal_core::pull::{PullFailed, PullId, PullResult, PullStep, Pulled};
 use shoal_core::{Action, Config, Core, Upload, requester_key};
 use shoal_protocol::PeerId;
 use shoal_protocol::content::ContentId;
+use shoal_protocol::gossip::MediaShard;
 use shoal_protocol::identity::Keypair;
 use shoal_protocol::segment::{self, Announcement, Container};
 use shoal_protocol::signed::{Signed, Verified};
 use shoal_protocol::status::Status;
 use shoal_protocol::stream;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,6 +95,20 @@ pub struct Figures {
     pub control_bytes: u64,
     /// Signatures checked, summed over the nodes (each gossip message received once).
     pub verifications: u64,
+    /// The same two by kind of message: (bytes, messages) received.
+    pub control_by_kind: BTreeMap<&'static str, (u64, u64)>,
+    /// For each killed node and each live node that knew it: time from the kill until
+    /// that node's core declared it gone.
+    pub detection: Vec<Duration>,
+    /// (live node, killed node) pairs where the killed node was still taken for alive
+    /// at the end (killed at least `SETTLE` before it).
+    pub undetected: u64,
+    /// Live peers declared gone (a false suspicion; they come back with their next
+    /// status).
+    pub false_gone: u64,
+    /// For each stream and each node watching it: time from the stream's first segment's
+    /// ingest until that node knew of the segment (its announcement reached the core).
+    pub first_known: Vec<Duration>,
     /// Segments ingested (announced by the leading ingest node).
     pub segments: u64,
     /// Segments an ingest node held back as a standby.
@@ -224,6 +239,14 @@ pub struct Model {
     ingested: HashMap<(usize, u64), Duration>,
     source: HashMap<(usize, u64), usize>,
     held: HashMap<(usize, u64), Vec<usize>>,
+    /// Each stream's index by name.
+    stream_ix: HashMap<String, usize>,
+    /// When each killed node was killed.
+    killed_at: HashMap<usize, Duration>,
+    /// (stream, node) pairs whose first segment is known there.
+    first_known: std::collections::HashSet<(usize, usize)>,
+    /// The nodes subscribed to each media shard (as their cores decided).
+    subscribers: HashMap<MediaShard, BTreeSet<usize>>,
     figures: Figures,
 }
 
@@ -252,6 +275,10 @@ impl Model {
             ingested: HashMap::new(),
             source: HashMap::new(),
             held: HashMap::new(),
+            stream_ix: HashMap::new(),
+            killed_at: HashMap::new(),
+            first_known: std::collections::HashSet::new(),
+            subscribers: HashMap::new(),
             figures: Figures::default(),
         };
         for i in 0..nodes {
@@ -285,6 +312,7 @@ impl Model {
     /// duration.
     pub fn add_stream(&mut self, spec: StreamSpec) {
         let stream = self.streams.len();
+        self.stream_ix.insert(spec.name.clone(), stream);
         self.schedule(spec.start, Ev::Segment { stream, n: 0 });
         self.streams.push(spec);
     }
@@ -348,13 +376,24 @@ impl Model {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Start(i) => {
+                let now = self.instant();
                 let node = &mut self.nodes[i];
                 node.started = Some(self.now);
                 node.alive = true;
                 node.next_tick = None;
+                // Its viewers ask for their streams' playlists.
+                for stream in node.watching.clone() {
+                    node.core.handle_wanted(&stream, now);
+                }
                 self.run_actions(i);
             }
-            Ev::Kill(i) => self.nodes[i].alive = false,
+            Ev::Kill(i) => {
+                self.nodes[i].alive = false;
+                for subscribers in self.subscribers.values_mut() {
+                    subscribers.remove(&i);
+                }
+                self.killed_at.insert(i, self.now);
+            }
             Ev::Drain { node, serve_for } => {
                 if self.nodes[node].alive {
                     let now = self.instant();
@@ -391,6 +430,7 @@ impl Model {
                     let now = self.instant();
                     let stream = a.value.id.stream.clone();
                     let _ = self.nodes[to].core.handle_announcement(*a, now);
+                    self.note_known(to, &stream);
                     self.watch_media(to, &stream);
                     self.run_actions(to);
                 }
@@ -406,6 +446,7 @@ impl Model {
                     for a in entries {
                         let _ = self.nodes[to].core.handle_announcement(a, now);
                     }
+                    self.note_known(to, &stream);
                     self.watch_media(to, &stream);
                     self.run_actions(to);
                 }
@@ -508,7 +549,8 @@ impl Model {
         self.source.insert((stream, seq), node);
         self.figures.segments += 1;
         self.held.entry((stream, seq)).or_default().push(node);
-        self.gossip(node, bytes, |to| Ev::Announce {
+        let shard = MediaShard::of(name);
+        self.gossip_shard(node, shard, bytes, |to| Ev::Announce {
             to,
             a: Box::new(verified.clone()),
         });
@@ -516,7 +558,7 @@ impl Model {
     }
 
     /// Delivers a gossip message of `size` bytes from `from` to every other started node.
-    fn gossip(&mut self, from: usize, size: u64, make: impl Fn(usize) -> Ev) {
+    fn gossip(&mut self, from: usize, kind: &'static str, size: u64, make: impl Fn(usize) -> Ev) {
         let n = self.nodes.len();
         for to in 0..n {
             if to == from || !self.nodes[to].alive {
@@ -524,8 +566,66 @@ impl Model {
             }
             self.figures.control_bytes += size;
             self.figures.verifications += 1;
+            let k = self.figures.control_by_kind.entry(kind).or_default();
+            k.0 += size;
+            k.1 += 1;
             let at = self.now + gossip_delay(&self.net, n, from, to);
             self.schedule(at, make(to));
+        }
+    }
+
+    /// Delivers a media message of `size` bytes from `from` to the other nodes
+    /// subscribed to `shard`, after the path's delay and the hops of the shard's own
+    /// gossipsub mesh.
+    fn gossip_shard(
+        &mut self,
+        from: usize,
+        shard: MediaShard,
+        size: u64,
+        make: impl Fn(usize) -> Ev,
+    ) {
+        let to: Vec<usize> = self
+            .subscribers
+            .get(&shard)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&to| to != from && self.nodes[to].alive)
+            .collect();
+        let n = to.len() + 1;
+        for to in to {
+            self.figures.control_bytes += size;
+            self.figures.verifications += 1;
+            let k = self
+                .figures
+                .control_by_kind
+                .entry("announcement")
+                .or_default();
+            k.0 += size;
+            k.1 += 1;
+            let at = self.now + gossip_delay(&self.net, n, from, to);
+            self.schedule(at, make(to));
+        }
+    }
+
+    /// Records when `stream`'s first segment became known at node `i`, if it watches it.
+    fn note_known(&mut self, i: usize, stream: &stream::Name) {
+        let Some(s) = self.stream_index(stream) else {
+            return;
+        };
+        let Some(at) = self.ingested.get(&(s, 0)).copied() else {
+            return;
+        };
+        if self.first_known.contains(&(s, i)) || !self.nodes[i].watching.contains(stream) {
+            return;
+        }
+        let first = segment::Id {
+            stream: stream.clone(),
+            seq: 0,
+        };
+        if self.nodes[i].core.announcement(&first).is_some() {
+            self.first_known.insert((s, i));
+            self.figures.first_known.push(self.now.saturating_sub(at));
         }
     }
 
@@ -591,10 +691,25 @@ impl Model {
                     self.nodes[i].alive = false;
                     self.figures.left.push((i, self.now));
                 }
-                Action::Evict(_)
-                | Action::EvictInit(_)
-                | Action::PeerGone(_)
-                | Action::Drain(_) => {}
+                Action::PeerGone(peer) => {
+                    let Some(&j) = self.by_peer.get(&peer) else {
+                        continue;
+                    };
+                    match self.killed_at.get(&j) {
+                        Some(&at) => self.figures.detection.push(self.now.saturating_sub(at)),
+                        None if self.nodes[j].alive => self.figures.false_gone += 1,
+                        None => {}
+                    }
+                }
+                Action::Subscribe(shard) => {
+                    self.subscribers.entry(shard).or_default().insert(i);
+                }
+                Action::Unsubscribe(shard) => {
+                    if let Some(s) = self.subscribers.get_mut(&shard) {
+                        s.remove(&i);
+                    }
+                }
+                Action::Evict(_) | Action::EvictInit(_) | Action::Drain(_) => {}
             }
         }
         self.reschedule(i);
@@ -616,7 +731,7 @@ impl Model {
             .map(|s| s.encoded_len() as u64)
             .unwrap_or(0);
         let status = Arc::new(status);
-        self.gossip(i, size, |to| Ev::Status {
+        self.gossip(i, "status", size, |to| Ev::Status {
             to,
             from: i,
             status: status.clone(),
@@ -789,7 +904,7 @@ impl Model {
     }
 
     fn stream_index(&self, name: &stream::Name) -> Option<usize> {
-        self.streams.iter().position(|s| s.name == name.as_str())
+        self.stream_ix.get(name.as_str()).copied()
     }
 
     /// Which watching nodes, alive at the end, missed which segments.
@@ -810,6 +925,17 @@ impl Model {
             }
         }
         self.figures.missed.sort_unstable();
+        for (&j, &at) in &self.killed_at {
+            if at + SETTLE >= self.now {
+                continue;
+            }
+            let peer = self.nodes[j].peer;
+            self.figures.undetected += self
+                .nodes
+                .iter()
+                .filter(|n| n.alive && n.core.peers().get(&peer).is_some())
+                .count() as u64;
+        }
     }
 }
 

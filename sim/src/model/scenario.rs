@@ -63,6 +63,26 @@ fn build(scenario: &Scenario) -> anyhow::Result<Model> {
             start: segment,
         });
     }
+    let generated = scenario.model.generated_streams;
+    for k in 0..generated {
+        model.add_stream(StreamSpec {
+            name: generated_name(k),
+            ingest: vec![k * n / generated],
+            segment_bytes: segment_bytes(scenario),
+            segment,
+            segments,
+            // Staggered over one segment duration, as independent encoders are.
+            start: segment + segment.mul_f64(k as f64 / generated as f64),
+        });
+    }
+    for (node, streams) in watched(n, generated, scenario.model.watched_per_node)
+        .into_iter()
+        .enumerate()
+    {
+        for k in streams {
+            model.watch(node, &generated_name(k));
+        }
+    }
     for v in scenario.viewers.iter().filter(|v| v.count > 0) {
         for &node in v.nodes.iter().take(v.count) {
             model.watch(node, &v.stream);
@@ -84,6 +104,48 @@ fn build(scenario: &Scenario) -> anyhow::Result<Model> {
         }
     }
     Ok(model)
+}
+
+/// The name of generated stream `k`.
+fn generated_name(k: usize) -> String {
+    format!("gen{k}")
+}
+
+/// For each of `n` nodes, the `per_node` distinct generated streams (of `streams`) its
+/// viewers watch: drawn with Zipf(1) popularity (stream `k` weighs `1 / (k + 1)`) from
+/// a fixed pseudo-random sequence per node, so a size always gives the same draw.
+fn watched(n: usize, streams: usize, per_node: usize) -> Vec<Vec<usize>> {
+    let weights: Vec<f64> = (0..streams).map(|k| 1.0 / (k + 1) as f64).collect();
+    let total: f64 = weights.iter().sum();
+    (0..n)
+        .map(|node| {
+            let mut state = node as u64 ^ 0x5eed_5eed_5eed_5eed;
+            let mut chosen: Vec<usize> = Vec::with_capacity(per_node);
+            while chosen.len() < per_node {
+                let mut x = splitmix(&mut state) as f64 / u64::MAX as f64 * total;
+                let k = weights
+                    .iter()
+                    .position(|w| {
+                        x -= w;
+                        x <= 0.0
+                    })
+                    .unwrap_or(streams - 1);
+                if !chosen.contains(&k) {
+                    chosen.push(k);
+                }
+            }
+            chosen
+        })
+        .collect()
+}
+
+/// splitmix64: a small, fixed pseudo-random sequence (not for secrets).
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The scenario's network: its regions and RTTs (one region at 1 ms if it has none),
@@ -139,12 +201,34 @@ fn report(scenario: &Scenario, f: &Figures, segment_bytes: u64, wall: Duration) 
     let node_seconds = (scenario.nodes as f64 * scenario.duration_s as f64).max(1.0);
     let uploads: Vec<u32> = f.origin_uploads.values().copied().collect();
     let propagation_ms: Vec<f64> = f.propagation.iter().map(|d| ms(*d)).collect();
+    let spread = |v: &[Duration]| {
+        let ms: Vec<f64> = v.iter().map(|d| ms(*d)).collect();
+        json!({
+            "count": ms.len(),
+            "p50": percentile(&ms, 50.0),
+            "p99": percentile(&ms, 99.0),
+            "max": percentile(&ms, 100.0),
+        })
+    };
+    let by_kind: serde_json::Map<String, Value> = f
+        .control_by_kind
+        .iter()
+        .map(|(kind, (bytes, count))| {
+            (
+                kind.to_string(),
+                json!({
+                    "bytes_per_node_s": *bytes as f64 / node_seconds,
+                    "messages_per_node_s": *count as f64 / node_seconds,
+                }),
+            )
+        })
+        .collect();
     json!({
         "mode": "model",
         "scenario": scenario.name,
         "nodes": scenario.nodes,
         "duration_s": scenario.duration_s,
-        "streams": scenario.streams.len(),
+        "streams": scenario.streams.len() + scenario.model.generated_streams,
         "segment_bytes": segment_bytes,
         "segments": f.segments,
         "propagation_ms": {
@@ -167,7 +251,12 @@ fn report(scenario: &Scenario, f: &Figures, segment_bytes: u64, wall: Duration) 
             "bytes_per_node_s": f.control_bytes as f64 / node_seconds,
             "bytes_per_media_byte": if f.media_bytes == 0 { 0.0 } else { f.control_bytes as f64 / f.media_bytes as f64 },
             "verifications_per_node_s": f.verifications as f64 / node_seconds,
+            "by_kind": by_kind,
         },
+        "first_segment_known_ms": spread(&f.first_known),
+        "detection_ms": spread(&f.detection),
+        "undetected": f.undetected,
+        "false_gone": f.false_gone,
         "source_switches": f.switches.iter().map(|(s, t, node)| json!({"stream": scenario.streams[*s].name, "at_s": t.as_secs_f64(), "to": node})).collect::<Vec<_>>(),
         "held_back": f.held_back,
         "drained": f.left.iter().map(|(i, t)| json!({"node": i, "left_at_s": t.as_secs_f64()})).collect::<Vec<_>>(),
@@ -208,7 +297,10 @@ pub fn text(report: &Value) -> String {
          per segment      origin uploads mean {:.2} max {}  copies {:.1}\n\
          cross-region     {:.1} copies of a stream's first segment, {:.2} per later segment\n\
          pulls            {} busy answers, {} failed\n\
-         control plane    {:.0} B/node/s  {:.3} B per media byte  {:.1} verifications/node/s\n\
+         control plane    {:.0} B/node/s ({:.1} kbit/s)  {:.4} B per media byte  {:.1} verifications/node/s\n\
+         control by kind  {}\n\
+         new stream       first segment known at its watchers in p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms\n\
+         node loss        detected in p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  ({} detections, {} undetected, {} false)\n\
          sources          {} switch(es) {}, {} segments held back by standby encoders\n\
          drained          {}\n\
          model            {} events in {:.2} s wall\n",
@@ -231,8 +323,29 @@ pub fn text(report: &Value) -> String {
         report["busy_answers"],
         report["failed_pulls"],
         num(&c["bytes_per_node_s"]),
+        num(&c["bytes_per_node_s"]) * 8.0 / 1000.0,
         num(&c["bytes_per_media_byte"]),
         num(&c["verifications_per_node_s"]),
+        c["by_kind"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!(
+                "{k} {:.0} B/node/s {:.1} msg/node/s",
+                num(&v["bytes_per_node_s"]),
+                num(&v["messages_per_node_s"])
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        num(&report["first_segment_known_ms"]["p50"]),
+        num(&report["first_segment_known_ms"]["p99"]),
+        num(&report["first_segment_known_ms"]["max"]),
+        num(&report["detection_ms"]["p50"]),
+        num(&report["detection_ms"]["p99"]),
+        num(&report["detection_ms"]["max"]),
+        report["detection_ms"]["count"],
+        report["undetected"],
+        report["false_gone"],
         report["source_switches"].as_array().map_or(0, Vec::len),
         list(&report["source_switches"], "to", "at_s"),
         report["held_back"],

@@ -140,3 +140,54 @@ fn the_same_spec_gives_the_same_figures() {
     assert_eq!(a.origin_uploads, b.origin_uploads);
     assert_eq!(a.control_bytes, b.control_bytes);
 }
+
+#[test]
+fn announcements_reach_only_the_nodes_that_carry_their_stream() {
+    let n = 20;
+    let scoped = Config {
+        carry_all_below: 0,
+        ..config(4)
+    };
+    let mut model = Model::new(n, Net::lan(n, &[GBIT]), scoped, &[]);
+    let (a, b) = (
+        stream::Name::new("a").unwrap(),
+        stream::Name::new("b").unwrap(),
+    );
+    assert_ne!(MediaShard::of(&a), MediaShard::of(&b));
+    for (name, origin) in [("a", 0), ("b", 10)] {
+        model.add_stream(StreamSpec {
+            name: name.into(),
+            ..live(origin, 6, MB / 10)
+        });
+        for i in origin + 1..origin + 6 {
+            model.watch(i, name);
+        }
+    }
+    let f = model.run(Duration::from_secs(30));
+    assert!(f.missed.is_empty(), "missed: {:?}", f.missed);
+    // Each of the 12 segments is announced to its stream's five watchers only (its
+    // ingest node sends it); the nine nodes that watch nothing hear none.
+    let (_, messages) = f.control_by_kind["announcement"];
+    assert_eq!(messages, 12 * 5);
+    // Statuses still go to everyone (19 receivers each).
+    let (_, statuses) = f.control_by_kind["status"];
+    assert_eq!(statuses % 19, 0);
+}
+
+#[test]
+fn a_killed_node_is_declared_gone_by_every_peer_within_its_timeout() {
+    let mut model = lan_mesh(10, 4, 10, MB / 10);
+    model.kill_at(5, Duration::from_secs(10));
+    let f = model.run(Duration::from_secs(30));
+    assert_eq!(f.detection.len(), 9, "the 9 other nodes each notice");
+    let timeout = Config::default().peer_timeout;
+    // At most the timeout, plus the housekeeping that checks it, after the last status.
+    assert!(
+        f.detection
+            .iter()
+            .all(|d| *d <= timeout + shoal_core::HOUSEKEEPING),
+        "{:?}",
+        f.detection
+    );
+    assert_eq!((f.undetected, f.false_gone), (0, 0));
+}

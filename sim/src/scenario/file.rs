@@ -75,6 +75,7 @@ pub struct Scenario {
     /// Fan-out per holder (the node default if absent).
     pub fanout: Option<usize>,
     /// Streams and their ingest nodes.
+    #[serde(default)]
     pub streams: Vec<StreamSpec>,
     /// Viewer groups.
     #[serde(default)]
@@ -119,6 +120,14 @@ pub struct ModelSpec {
     /// Segment duration in seconds.
     #[serde(default = "default_segment_s")]
     pub segment_s: f64,
+    /// Streams to generate besides the file's `[[streams]]` (model mode): stream `k` is
+    /// ingested at node `k * nodes / streams`, so they spread over the regions.
+    #[serde(default)]
+    pub generated_streams: usize,
+    /// Generated streams each node watches, drawn by Zipf popularity (a few streams are
+    /// watched nearly everywhere, most in a few places), the same draw for a given size.
+    #[serde(default)]
+    pub watched_per_node: usize,
 }
 
 impl Default for ModelSpec {
@@ -126,6 +135,8 @@ impl Default for ModelSpec {
         Self {
             bitrate_kbit: default_bitrate_kbit(),
             segment_s: default_segment_s(),
+            generated_streams: 0,
+            watched_per_node: 0,
         }
     }
 }
@@ -296,6 +307,15 @@ impl Scenario {
             "model: bitrate_kbit must be 1..=1e6 and segment_s 0.1..=60"
         );
         ensure!(self.duration_s <= 3600, "duration_s must be at most 3600");
+        ensure!(
+            self.model.generated_streams <= 1000
+                && self.model.watched_per_node <= self.model.generated_streams,
+            "model: generated_streams must be at most 1000, watched_per_node at most that"
+        );
+        ensure!(
+            mode == Mode::Model || self.model.generated_streams == 0,
+            "generated streams are for model mode (--mode model)"
+        );
         let node_ok = |n: &usize| *n < self.nodes;
         for s in &self.streams {
             ensure!(
@@ -396,8 +416,9 @@ mod tests {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
             let s = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            // Files named model-* are for model mode (more nodes than run for real).
-            let mode = if s.name.starts_with("model-") {
+            // Files named model-* or with generated streams are for model mode (more
+            // nodes than run for real).
+            let mode = if s.name.starts_with("model-") || s.model.generated_streams > 0 {
                 Mode::Model
             } else {
                 Mode::Real
