@@ -148,6 +148,8 @@ pub struct Summary {
     pub relay_bytes: u64,
     /// Bytes the control plane (libp2p) sent so far, on the wire.
     pub control_bytes: u64,
+    /// Gossip messages verified so far (one signature check each).
+    pub gossip_verified: u64,
 }
 
 /// One segment as a node sees it.
@@ -379,6 +381,7 @@ impl Node {
             sources,
             relay_bytes: self.shared.metrics.data_bytes_out.load(Ordering::Relaxed),
             control_bytes,
+            gossip_verified: self.shared.control.gossip_verified(),
         }
     }
 

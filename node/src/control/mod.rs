@@ -30,6 +30,7 @@ use shoal_protocol::signed::{Signed, Verified};
 use shoal_protocol::status::Status;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -136,6 +137,7 @@ pub struct Handle {
     bandwidth: Arc<Mutex<libp2p::metrics::Registry>>,
     strikes: Arc<Mutex<Strikes>>,
     members: Arc<Mutex<Members>>,
+    verified: Arc<AtomicU64>,
 }
 
 impl Handle {
@@ -177,6 +179,12 @@ impl Handle {
     pub fn misbehaviour(&self) -> ((u64, u64), Vec<strikes::Report>) {
         let s = self.strikes.lock().expect("poisoned");
         (s.totals(), s.report(Instant::now()))
+    }
+
+    /// Gossip messages verified so far (one signature check each: gossipsub hands a
+    /// message over once, however many peers forwarded it).
+    pub fn gossip_verified(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
     }
 
     /// Bytes the control plane (libp2p: gossip, Kademlia, identify, ping, with their
@@ -280,6 +288,8 @@ pub struct Driver {
     strikes: Arc<Mutex<Strikes>>,
     /// Membership (shared with the [`Handle`] and, through it, the data plane).
     members: Arc<Mutex<Members>>,
+    /// Gossip messages verified (see [`Handle::gossip_verified`]).
+    verified: Arc<AtomicU64>,
     /// Closed mesh: connected peers whose hello has not come yet, since when.
     pending: HashMap<PeerId, Instant>,
     /// Peers refused for their credential, kept out until then.
@@ -388,12 +398,14 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         swarm.behaviour_mut().blocked.block_peer(*peer);
     }
     let members = Arc::new(Mutex::new(config.members));
+    let verified = Arc::new(AtomicU64::new(0));
     let handle = Handle {
         commands: command_tx,
         listen: listen.clone(),
         bandwidth: Arc::new(Mutex::new(bandwidth)),
         strikes: strikes.clone(),
         members: members.clone(),
+        verified: verified.clone(),
     };
     let delayed = config.delay.map(|delay| {
         let (held_tx, held_rx) = mpsc::unbounded_channel();
@@ -417,6 +429,7 @@ pub fn start(config: Config) -> Result<(Handle, mpsc::Receiver<Event>, Driver), 
         delayed,
         strikes,
         members,
+        verified,
         pending: HashMap::new(),
         refused: HashMap::new(),
         revoked,
@@ -978,6 +991,7 @@ impl Driver {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
                 if let Ok(event) = verdict {
+                    self.verified.fetch_add(1, Ordering::Relaxed);
                     if let Event::Status(s) = &event {
                         tracing::trace!(from = %propagation_source, signer = %s.signer, "status received");
                     }

@@ -51,6 +51,17 @@ pub const GOSSIP_HOP: Duration = Duration::from_micros(500);
 /// (BENCHMARKS.md "First byte": a 200 KB pull from a peer takes 2.9 ms against 0.2 ms
 /// for a held segment, of which the bytes take ~0.7 ms at the relay bench's rate).
 pub const TRANSFER_WORK: Duration = Duration::from_millis(2);
+/// Copies of a gossip message a node receives: gossipsub floods a node's own message to
+/// every subscribed peer, and every node forwards what it receives to its mesh peers
+/// (6 to 12) without knowing who has it; signatures are checked once. Estimated from the
+/// mesh degree and checked against real runs (BENCHMARKS.md "Control plane").
+pub const GOSSIP_COPIES: u64 = 8;
+/// Bytes around one gossip copy on the wire: the protobuf RPC, yamux and noise framing.
+pub const GOSSIP_FRAMING: u64 = 64;
+/// Bytes a node spends advertising one message it holds: its id (~22 B in an IHAVE) to
+/// 6 peers at each of the 3 heartbeats it stays in the gossip window.
+pub const GOSSIP_IHAVE: u64 = 6 * 3 * 22;
+
 /// Time a segment is given to reach everyone before it counts as missed.
 pub const SETTLE: Duration = Duration::from_secs(10);
 
@@ -95,6 +106,9 @@ pub struct Figures {
     pub control_bytes: u64,
     /// Signatures checked, summed over the nodes (each gossip message received once).
     pub verifications: u64,
+    /// Gossip bytes on the wire, estimated: each message received from up to
+    /// [`GOSSIP_COPIES`] peers with its framing, and advertised in IHAVEs.
+    pub control_wire_bytes: u64,
     /// The same two by kind of message: (bytes, messages) received.
     pub control_by_kind: BTreeMap<&'static str, (u64, u64)>,
     /// For each killed node and each live node that knew it: time from the kill until
@@ -255,6 +269,13 @@ pub struct Model {
 pub fn gossip_delay(net: &Net, n: usize, a: usize, b: usize) -> Duration {
     let hops = (n.max(2) as f64).log(GOSSIP_DEGREE).ceil().max(1.0) as u32;
     net.one_way(a, b) + GOSSIP_HOP * hops
+}
+
+/// Wire bytes of one gossip message of `size` bytes at one receiver, among `n` nodes on
+/// its topic.
+fn wire_bytes(size: u64, n: usize) -> u64 {
+    let copies = GOSSIP_COPIES.min(n.saturating_sub(1) as u64).max(1);
+    copies * (size + GOSSIP_FRAMING) + GOSSIP_IHAVE
 }
 
 impl Model {
@@ -566,6 +587,7 @@ impl Model {
             }
             self.figures.control_bytes += size;
             self.figures.verifications += 1;
+            self.figures.control_wire_bytes += wire_bytes(size, n);
             let k = self.figures.control_by_kind.entry(kind).or_default();
             k.0 += size;
             k.1 += 1;
@@ -596,6 +618,7 @@ impl Model {
         for to in to {
             self.figures.control_bytes += size;
             self.figures.verifications += 1;
+            self.figures.control_wire_bytes += wire_bytes(size, n);
             let k = self
                 .figures
                 .control_by_kind

@@ -249,6 +249,7 @@ fn report(scenario: &Scenario, f: &Figures, segment_bytes: u64, wall: Duration) 
         "media_bytes": f.media_bytes,
         "control": {
             "bytes_per_node_s": f.control_bytes as f64 / node_seconds,
+            "wire_bytes_per_node_s": f.control_wire_bytes as f64 / node_seconds,
             "bytes_per_media_byte": if f.media_bytes == 0 { 0.0 } else { f.control_bytes as f64 / f.media_bytes as f64 },
             "verifications_per_node_s": f.verifications as f64 / node_seconds,
             "by_kind": by_kind,
@@ -298,6 +299,7 @@ pub fn text(report: &Value) -> String {
          cross-region     {:.1} copies of a stream's first segment, {:.2} per later segment\n\
          pulls            {} busy answers, {} failed\n\
          control plane    {:.0} B/node/s ({:.1} kbit/s)  {:.4} B per media byte  {:.1} verifications/node/s\n\
+         control wire     {:.0} B/node/s ({:.1} kbit/s) estimated with gossipsub's copies and IHAVEs\n\
          control by kind  {}\n\
          new stream       first segment known at its watchers in p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms\n\
          node loss        detected in p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  ({} detections, {} undetected, {} false)\n\
@@ -326,6 +328,8 @@ pub fn text(report: &Value) -> String {
         num(&c["bytes_per_node_s"]) * 8.0 / 1000.0,
         num(&c["bytes_per_media_byte"]),
         num(&c["verifications_per_node_s"]),
+        num(&c["wire_bytes_per_node_s"]),
+        num(&c["wire_bytes_per_node_s"]) * 8.0 / 1000.0,
         c["by_kind"]
             .as_object()
             .into_iter()

@@ -31,6 +31,7 @@ struct Bytes {
     relay: u64,
     control: u64,
     egress: u64,
+    verified: u64,
 }
 
 /// Collects the mesh figures over a run.
@@ -40,6 +41,8 @@ pub struct MeshRecorder {
     index: HashMap<PeerId, usize>,
     seen: HashMap<(usize, u64), Seen>,
     bytes: BTreeMap<usize, Bytes>,
+    /// The first and the latest sample.
+    span: Option<(Instant, Instant)>,
 }
 
 impl MeshRecorder {
@@ -58,6 +61,8 @@ impl MeshRecorder {
 
     /// Reads every live node's segments and byte counters.
     pub fn sample(&mut self, cluster: &Cluster) {
+        let now = Instant::now();
+        self.span = Some(self.span.map_or((now, now), |(first, _)| (first, now)));
         for (i, node) in cluster.indexed() {
             let s = node.summary();
             self.bytes.insert(
@@ -66,6 +71,7 @@ impl MeshRecorder {
                     relay: s.relay_bytes,
                     control: s.control_bytes,
                     egress: s.egress_bytes,
+                    verified: s.gossip_verified,
                 },
             );
             for (k, name) in self.streams.iter().enumerate() {
@@ -137,6 +143,12 @@ impl MeshRecorder {
         let sum = |f: fn(&Bytes) -> u64| self.bytes.values().map(f).sum::<u64>();
         let (relay, control, egress) = (sum(|b| b.relay), sum(|b| b.control), sum(|b| b.egress));
         let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+        // Counters run from each node's start; the samples span about the same time.
+        let node_seconds = self
+            .span
+            .map(|(a, b)| b.saturating_duration_since(a).as_secs_f64() * nodes as f64)
+            .filter(|s| *s > 0.0);
+        let per_node_s = |total: u64| node_seconds.map(|ns| total as f64 / ns);
         json!({
             "segments": uploads.len(),
             "propagation_p50_ms": pct(0.5),
@@ -154,6 +166,8 @@ impl MeshRecorder {
             // 1 copy to every other node: (nodes - 1) / nodes.
             "inter_node_bytes_per_node_segment_bytes": ratio(relay, nodes as u64 * media),
             "control_bytes_per_media_byte": ratio(control, egress),
+            "control_bytes_per_node_s": per_node_s(control),
+            "verifications_per_node_s": per_node_s(sum(|b| b.verified)),
             // With regions: pulls from a node in the puller's region, and pulls that
             // crossed regions per segment (at best one per region the origin is not in).
             "pulls_within_region_share": ratio(within as u64, (within + across) as u64),

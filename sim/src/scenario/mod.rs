@@ -116,7 +116,15 @@ async fn run_once(scenario: &Scenario, balancer: Balancer, key: &str) -> anyhow:
     let deadline = Instant::now() + Duration::from_secs(60);
     let initial = cluster.live().count();
     while cluster.live().any(|n| n.summary().peers + 1 < initial) {
-        anyhow::ensure!(Instant::now() < deadline, "the mesh did not form");
+        anyhow::ensure!(Instant::now() < deadline, {
+            let known: Vec<usize> = cluster.live().map(|n| n.summary().peers).collect();
+            format!(
+                "the mesh did not form in 60 s: nodes know {}..={} of {} peers",
+                known.iter().min().unwrap_or(&0),
+                known.iter().max().unwrap_or(&0),
+                initial - 1
+            )
+        });
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let capacity: Vec<u64> = (0..scenario.nodes)

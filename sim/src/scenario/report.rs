@@ -103,6 +103,21 @@ pub fn text(report: &Value) -> String {
             },
         );
     }
+    for run in report["runs"].as_array().into_iter().flatten() {
+        let m = &run["mesh"];
+        if let (Some(bytes), Some(verified)) = (
+            m["control_bytes_per_node_s"].as_f64(),
+            m["verifications_per_node_s"].as_f64(),
+        ) {
+            let _ = writeln!(
+                out,
+                "{:<12} control plane {bytes:.0} B/node/s ({:.1} kbit/s) sent, {verified:.1} \
+                 gossip verifications/node/s",
+                run["balancer"].as_str().unwrap_or("?"),
+                bytes * 8.0 / 1000.0,
+            );
+        }
+    }
     let _ = writeln!(out, "{}", report["nodes_at_end"].as_str().unwrap_or(""));
     out
 }
