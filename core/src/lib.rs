@@ -494,8 +494,13 @@ impl Core {
         let Some(stream) = self.streams.get_mut(&id.stream) else {
             return false;
         };
+        let first = stream.held_range().is_none();
         let kept = stream.mark_held(id.seq, Source::Peer(from), now);
-        if kept {
+        // A new holder of the stream tells its peers promptly (relay leaders, redirects
+        // and pullers look for holders of the stream); each further segment waits for the
+        // periodic status: pullers find it through announcements and busy answers, and a
+        // status per segment fetched would nearly double every node's statuses.
+        if kept && first {
             self.mark_dirty();
         }
         kept

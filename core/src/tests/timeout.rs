@@ -106,3 +106,32 @@ fn an_ingest_claim_lapses_on_time() {
             .all(|t| *t <= t0 + idle + Duration::from_millis(1))
     );
 }
+
+#[test]
+fn a_new_holder_says_so_at_once_and_each_further_segment_waits_for_the_periodic_status() {
+    let t0 = crate::testing::t0();
+    let mut core = Core::new(peer(0), Config::default());
+    core.handle_tick(t0);
+    drain(&mut core);
+    for seq in 0..3 {
+        core.handle_announcement(announcement_by(1, "s", seq, None), t0)
+            .unwrap();
+    }
+    drain(&mut core);
+    core.take_wake();
+    // The first segment held of the stream: peers learn promptly that it carries it.
+    assert!(core.handle_fetched(&id("s", 0), peer(1), t0));
+    let due = t0 + core.config().status_min_interval;
+    assert_eq!(core.poll_timeout(), Some(due));
+    core.handle_tick(due);
+    assert!(drain(&mut core).contains(&Action::PublishStatus));
+    // Further segments ride on the next periodic status, a second later.
+    assert!(core.handle_fetched(&id("s", 1), peer(1), due));
+    assert!(core.handle_fetched(&id("s", 2), peer(1), due));
+    assert_eq!(core.poll_timeout(), Some(t0 + HOUSEKEEPING));
+    core.handle_tick(t0 + HOUSEKEEPING);
+    assert!(!drain(&mut core).contains(&Action::PublishStatus));
+    core.handle_tick(due + core.config().status_interval);
+    assert!(drain(&mut core).contains(&Action::PublishStatus));
+    assert_eq!(core.held_streams()[0].last_seq, 2);
+}
