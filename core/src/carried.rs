@@ -7,7 +7,8 @@
 //! streams fall in and tells the runtime to subscribe and unsubscribe
 //! ([`Action::Subscribe`], [`Action::Unsubscribe`]) as it changes. A stream asked for
 //! and then not watched stops being carried after [`Config::stream_forget`]. A node of a
-//! small mesh (fewer peers than [`Config::carry_all_below`]) subscribes to every shard:
+//! small mesh (fewer peers than [`Config::carry_all_below`], and once past it, until
+//! it shrinks below three quarters of that) subscribes to every shard:
 //! there announcements cost little, and every node knows every stream before its first
 //! viewer asks.
 //!
@@ -27,6 +28,8 @@ pub(crate) struct Carried {
     asked: HashMap<stream::Name, Instant>,
     /// The shards subscribed to.
     subscribed: BTreeSet<MediaShard>,
+    /// The mesh counts as large: only the carried streams' shards are subscribed to.
+    large: bool,
 }
 
 impl Core {
@@ -76,10 +79,19 @@ impl Core {
             .chain(self.claims.keys())
             .chain(self.sessions.all().map(|(name, _)| name))
             .chain(self.balance.warm_streams());
-        let wanted: BTreeSet<MediaShard> = if self.peers.len() < self.config.carry_all_below {
-            MediaShard::all().collect()
-        } else {
+        // With hysteresis: a mesh hovering around the threshold (peers coming and going)
+        // does not make every node subscribe to and leave every shard each time.
+        let peers = self.peers.len();
+        let below = self.config.carry_all_below;
+        if peers >= below {
+            self.carried.large = true;
+        } else if peers < below - below / 4 {
+            self.carried.large = false;
+        }
+        let wanted: BTreeSet<MediaShard> = if self.carried.large {
             carried.map(MediaShard::of).collect()
+        } else {
+            MediaShard::all().collect()
         };
         let current = &self.carried.subscribed;
         let new: Vec<MediaShard> = wanted.difference(current).copied().collect();
@@ -213,7 +225,7 @@ mod tests {
     fn a_small_mesh_carries_every_stream_and_a_large_one_only_its_own() {
         let t0 = t0();
         let config = Config {
-            carry_all_below: 3,
+            carry_all_below: 4,
             ..Config::default()
         };
         let mut core = Core::new(peer(0), config);
@@ -222,11 +234,11 @@ mod tests {
         changes(&mut core);
         let watched = name("watched");
         core.handle_wanted(&watched, t0);
-        for p in 1..=3 {
+        for p in 1..=4 {
             core.handle_status(peer(p), status_holding(1, "x", 0, 1), t0);
         }
         pass(&mut core, t0, crate::HOUSEKEEPING);
-        // Three peers known: only the stream asked for stays.
+        // Four peers known: only the stream asked for stays.
         let dropped = changes(&mut core);
         assert_eq!(dropped.len(), MediaShard::all().count() - 1);
         assert!(dropped.iter().all(|a| matches!(a, Action::Unsubscribe(_))));
@@ -234,5 +246,17 @@ mod tests {
             core.subscribed().iter().copied().collect::<Vec<_>>(),
             [MediaShard::of(&watched)]
         );
+        // One peer gone (3 of 4 known): still large, no flapping.
+        let t = t0 + crate::HOUSEKEEPING * 2;
+        for p in 1..=3 {
+            core.handle_status(peer(p), status_holding(2, "x", 0, 1), t);
+        }
+        core.peers.remove(&peer(3));
+        pass(&mut core, t, crate::HOUSEKEEPING);
+        assert_eq!(changes(&mut core), []);
+        // Down to one peer: small again, every shard.
+        core.peers.remove(&peer(2));
+        pass(&mut core, t + crate::HOUSEKEEPING, crate::HOUSEKEEPING);
+        assert_eq!(changes(&mut core).len(), MediaShard::all().count() - 1);
     }
 }
