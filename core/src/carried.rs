@@ -56,6 +56,12 @@ impl Core {
             || self.carried.asked.contains_key(stream)
     }
 
+    /// True if announcements of `stream` are kept here: it is carried, or the mesh is
+    /// small (every stream is).
+    pub(crate) fn takes_announcements_of(&self, stream: &stream::Name) -> bool {
+        !self.carried.large || self.carries(stream)
+    }
+
     /// The media shards subscribed to.
     pub fn subscribed(&self) -> &BTreeSet<MediaShard> {
         &self.carried.subscribed
@@ -254,6 +260,17 @@ mod tests {
         core.peers.remove(&peer(3));
         pass(&mut core, t, crate::HOUSEKEEPING);
         assert_eq!(changes(&mut core), []);
+        // A shard-mate's announcement is not kept in a large mesh; the carried
+        // stream's is.
+        let mate = (0..1000)
+            .map(|k| name(&format!("m{k}")))
+            .find(|n| MediaShard::of(n) == MediaShard::of(&watched) && *n != watched)
+            .expect("a name in the same shard");
+        let taken = |core: &mut Core, s: &stream::Name| {
+            core.handle_announcement(announcement_by(1, s.as_str(), 0, None), t)
+        };
+        assert_eq!(taken(&mut core, &mate), Err(crate::Rejected::NotCarried));
+        assert_eq!(taken(&mut core, &watched), Ok(()));
         // Down to one peer: small again, every shard.
         core.peers.remove(&peer(2));
         pass(&mut core, t + crate::HOUSEKEEPING, crate::HOUSEKEEPING);

@@ -218,6 +218,9 @@ pub enum Rejected {
     /// Too many streams already.
     #[error("too many streams")]
     TooManyStreams,
+    /// A stream this node does not carry, in a large mesh (a shard-mate's announcement).
+    #[error("stream not carried here")]
+    NotCarried,
     /// Same sequence number, different content.
     #[error("conflicts with an earlier announcement")]
     Conflict,
@@ -406,6 +409,11 @@ impl Core {
     ) -> Result<(), Rejected> {
         let signer = announcement.signer;
         let id = announcement.value.id.clone();
+        // Shard-mates' announcements are not kept: with many streams a shard holds many,
+        // and their state would crowd out the streams carried here (`max_streams`).
+        if !self.takes_announcements_of(&id.stream) {
+            return Err(Rejected::NotCarried);
+        }
         let gap = self.add_announcement(announcement, now)?;
         if gap && signer != self.me {
             self.sync(id.stream.clone(), signer, now);
