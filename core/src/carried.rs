@@ -34,17 +34,24 @@ pub(crate) struct Carried {
 
 impl Core {
     /// A viewer asked for `stream` here (its playlist): the node carries it from now on,
-    /// subscribing to its announcements, until it has been neither asked for nor watched
-    /// for [`crate::Config::stream_forget`].
+    /// subscribing to its announcements at once, until the request is
+    /// [`crate::Config::stream_forget`] old and no viewer watches it (viewers stop
+    /// watching [`crate::Config::viewer_idle`] after their last request).
     pub fn handle_wanted(&mut self, stream: &stream::Name, now: Instant) {
         let known = self.carried.asked.contains_key(stream);
         if !known && self.carried.asked.len() >= self.config.max_streams {
             return;
         }
         self.carried.asked.insert(stream.clone(), now);
-        if !known {
+        if !self.is_subscribed(stream) {
             self.update_subscriptions();
         }
+    }
+
+    /// True if this node takes `stream`'s announcements now (its shard is subscribed
+    /// to). A stream held here but not subscribed to has a stale window.
+    pub fn is_subscribed(&self, stream: &stream::Name) -> bool {
+        self.carried.subscribed.contains(&MediaShard::of(stream))
     }
 
     /// True if this node carries `stream`: watched or asked for here, pushed into it, or

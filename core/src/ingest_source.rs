@@ -36,6 +36,18 @@ impl Core {
     /// each delivery, after [`Core::handle_ingest_activity`].
     pub fn ingest_role(&mut self, stream: &stream::Name, now: Instant) -> Role {
         let me = self.me;
+        // An encoder moved (or failed over) to a node of a large mesh that did not carry
+        // the stream: its window (sequence numbers, the last source) is at the peers
+        // that hold it. Fetch it first, holding segments back meanwhile, so the stream
+        // continues with the mesh's numbering after a discontinuity.
+        if !self.streams.contains_key(stream)
+            && let Some(&holder) = self.stream_holders(stream, now).first()
+        {
+            self.sync(stream.clone(), holder, now);
+            return Role::Standby {
+                following: Some(holder),
+            };
+        }
         let claimed = self.active_source(stream);
         let last_signer = self.last_signer(stream);
         let stalled = self.source_stalled(stream, now);

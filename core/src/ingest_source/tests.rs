@@ -112,3 +112,48 @@ fn the_earliest_claim_leads_again_when_the_node_that_took_over_is_gone() {
         }
     );
 }
+
+#[test]
+fn an_encoder_moved_to_a_node_without_the_streams_window_fetches_it_first() {
+    let t0 = t0();
+    let config = Config {
+        carry_all_below: 0,
+        ..Config::default()
+    };
+    let mut core = Core::new(peer(0), config);
+    core.handle_tick(t0);
+    // A large mesh: peer 1 held `s` up to #9; this node never carried it.
+    core.handle_status(peer(1), status_holding(1, "s", 0, 9), t0);
+    std::iter::from_fn(|| core.poll_action()).for_each(drop);
+    core.handle_ingest_activity(&name(), 1000, t0);
+    // Its window first: hold the encoder's segment back and sync from the holder.
+    assert_eq!(
+        core.ingest_role(&name(), t0),
+        Role::Standby {
+            following: Some(peer(1))
+        }
+    );
+    let actions: Vec<crate::Action> = std::iter::from_fn(|| core.poll_action()).collect();
+    assert!(
+        actions.contains(&crate::Action::Sync {
+            stream: name(),
+            from: peer(1)
+        }),
+        "{actions:?}"
+    );
+    // The manifest lands (the node carries the stream: its claim); the old source has
+    // since gone, so this node takes over after a discontinuity, numbering from #10.
+    for seq in 0..10 {
+        core.handle_announcement(announcement_by(1, "s", seq, None), t0)
+            .unwrap();
+    }
+    let later = t0 + Duration::from_secs(10);
+    core.handle_tick(later);
+    assert_eq!(
+        core.ingest_role(&name(), later),
+        Role::Lead {
+            after: Some(peer(1))
+        }
+    );
+    assert_eq!(core.stream(&name()).and_then(|s| s.newest()), Some(9));
+}

@@ -252,9 +252,12 @@ fn unavailable(e: FetchError) -> HttpError {
 
 fn render(node: &Shared, name: &stream::Name, params: &str) -> Option<String> {
     let mut core = node.core();
-    // A viewer asks for a stream the mesh has: carry it (take its announcements).
-    if !core.carries(name) && core.stream(name).is_some() {
+    // A viewer asks for a stream this node does not take announcements of (a large
+    // mesh): carry it from now on; a window it still holds is stale, so the playlist
+    // comes after a sync from a holder (the caller's path for unknown streams).
+    if !core.is_subscribed(name) {
         core.handle_wanted(name, Instant::now());
+        return None;
     }
     let stream = core.stream(name)?;
     let segments = stream.playlist(core.config().playlist_len);
