@@ -1,7 +1,7 @@
 //! Node configuration: command-line flags, `SHOAL_*` environment variables and a TOML
 //! file (`--config FILE`), in that order of precedence, over built-in defaults.
 
-use crate::units;
+use crate::{hls, units};
 use clap::Args;
 use libp2p::Multiaddr;
 use serde::Deserialize;
@@ -57,6 +57,16 @@ pub struct NodeConfig {
     pub connections: crate::http::conns::Limits,
     /// Bounds on ingest state.
     pub ingest_limits: crate::ingest::Limits,
+    /// RTMP listen address (none: no RTMP ingest).
+    pub rtmp: Option<SocketAddr>,
+    /// [`Self::rtmp`] was set by the operator: failing to bind it fails the start. The
+    /// default address, when taken (several nodes on one host), only turns RTMP off.
+    pub rtmp_explicit: bool,
+    /// Bounds on RTMP connections.
+    pub rtmp_limits: crate::rtmp::server::Limits,
+    /// Target duration of the segments the node cuts from RTMP ingest (at the first
+    /// keyframe past it).
+    pub segment_duration: Duration,
 }
 
 impl NodeConfig {
@@ -88,12 +98,18 @@ impl NodeConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             connections: crate::http::conns::Limits::default(),
             ingest_limits: crate::ingest::Limits::default(),
+            rtmp: None,
+            rtmp_explicit: false,
+            rtmp_limits: crate::rtmp::server::Limits::default(),
+            segment_duration: DEFAULT_SEGMENT_DURATION,
         }
     }
 }
 
 /// How long a draining node serves its admitted viewers by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default target duration of segments cut from RTMP ingest.
+pub const DEFAULT_SEGMENT_DURATION: Duration = Duration::from_secs(2);
 /// Default share of the egress capacity kept for ingest and relaying.
 pub const DEFAULT_INGEST_RESERVE: &str = "20%";
 
@@ -206,6 +222,18 @@ pub struct RunArgs {
     /// Bytes of uploaded files not yet listed, over all streams [default: 512 MiB].
     #[arg(long, env = "SHOAL_INGEST_PENDING_TOTAL")]
     pub ingest_pending_total: Option<u64>,
+    /// RTMP ingest address (OBS: Server rtmp://NODE/live, Stream Key STREAM?key=KEY), or
+    /// `off` [default: 0.0.0.0:1935].
+    #[arg(long, env = "SHOAL_RTMP")]
+    pub rtmp: Option<String>,
+    /// Target segment duration for RTMP ingest, in seconds (segments are cut at the
+    /// first keyframe past it) [default: 2].
+    #[arg(long, env = "SHOAL_SEGMENT_DURATION")]
+    pub segment_duration: Option<f64>,
+    /// Highest bitrate one encoder connection may send, e.g. 50mbit; above it the
+    /// connection is cut [default: 100mbit].
+    #[arg(long, env = "SHOAL_INGEST_MAX_BITRATE", value_parser = units::parse_rate)]
+    pub ingest_max_bitrate: Option<u64>,
 }
 
 /// The config file: the same settings as [`RunArgs`].
@@ -245,6 +273,9 @@ struct FileConfig {
     ingest_forget: Option<u64>,
     ingest_pending_bytes: Option<u64>,
     ingest_pending_total: Option<u64>,
+    rtmp: Option<String>,
+    segment_duration: Option<f64>,
+    ingest_max_bitrate: Option<String>,
 }
 
 /// Reads a signed credential or revocation list from the file at `path`, if given.
@@ -374,6 +405,37 @@ impl RunArgs {
             ..ingest_defaults
         };
         core.stream_forget = ingest_limits.forget_after;
+        let rtmp_setting = self.rtmp.or(file.rtmp);
+        let rtmp_explicit = rtmp_setting.is_some();
+        let rtmp = match rtmp_setting.as_deref() {
+            None => Some("0.0.0.0:1935".parse().expect("valid")),
+            Some("off") => None,
+            Some(addr) => Some(
+                addr.parse()
+                    .map_err(|e| anyhow::anyhow!("rtmp address {addr:?}: {e}"))?,
+            ),
+        };
+        let segment_duration = match self.segment_duration.or(file.segment_duration) {
+            None => DEFAULT_SEGMENT_DURATION,
+            Some(s) if (0.1..=hls::MAX_SEGMENT_SECS).contains(&s) => Duration::from_secs_f64(s),
+            Some(s) => anyhow::bail!(
+                "segment_duration {s} out of range (0.1 to {} s)",
+                hls::MAX_SEGMENT_SECS
+            ),
+        };
+        let max_bitrate = match (self.ingest_max_bitrate, file.ingest_max_bitrate) {
+            (Some(b), _) => Some(b),
+            (None, Some(s)) => Some(
+                units::parse_rate(&s)
+                    .map_err(|e| anyhow::anyhow!("ingest_max_bitrate in the config file: {e}"))?,
+            ),
+            (None, None) => None,
+        };
+        let rtmp_defaults = crate::rtmp::server::Limits::default();
+        let rtmp_limits = crate::rtmp::server::Limits {
+            max_bitrate: max_bitrate.unwrap_or(rtmp_defaults.max_bitrate).max(1),
+            ..rtmp_defaults
+        };
         let mut p2p = first_nonempty(self.p2p, multiaddrs(&file.p2p)?);
         if p2p.is_empty() {
             p2p.push("/ip4/0.0.0.0/udp/4001/quic-v1".parse()?);
@@ -428,6 +490,10 @@ impl RunArgs {
                 .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs),
             connections,
             ingest_limits,
+            rtmp,
+            rtmp_explicit,
+            rtmp_limits,
+            segment_duration,
         })
     }
 }

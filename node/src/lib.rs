@@ -6,6 +6,7 @@
 //!   segment pulls between nodes), [`http`] (viewers, ingest, admin API), [`store`] (the
 //!   segment bytes), [`fetch`] (coalesced, verified pulls), tied together by [`node`].
 
+pub mod announce;
 pub mod apparatus;
 pub mod config;
 pub mod control;
@@ -13,16 +14,20 @@ pub mod core_guard;
 pub mod cpu;
 pub mod data;
 pub mod due;
+pub mod encoders;
 pub mod fetch;
 pub mod hls;
 pub mod http;
 pub mod identity;
 pub mod ingest;
+pub mod media;
 pub mod members;
 pub mod memory;
 pub mod metrics;
 pub mod node;
+pub mod rtmp;
 pub mod store;
+pub mod stream_keys;
 pub mod strikes;
 pub mod tokens;
 pub mod units;

@@ -12,6 +12,15 @@ pub struct Metrics {
     pub ingest_bytes: AtomicU64,
     /// Ingest requests refused (auth, size, format).
     pub ingest_rejected: AtomicU64,
+    /// RTMP connections accepted (past the handshake).
+    pub rtmp_connections: AtomicU64,
+    /// RTMP publishes refused for their stream key.
+    pub rtmp_key_refused: AtomicU64,
+    /// RTMP connections cut for bad input (protocol errors, limits, timeouts).
+    pub rtmp_cut: AtomicU64,
+    /// Encoder media the segmenter could not use (no keyframe in time, segment too
+    /// large, unsupported codec).
+    pub ingest_media_errors: AtomicU64,
     /// Segments pulled from peers and verified.
     pub fetch_ok: AtomicU64,
     /// Pulls whose bytes did not match the signed announcement.
@@ -81,6 +90,26 @@ impl Metrics {
                 "shoal_ingest_rejected_total",
                 "Ingest requests refused",
                 l(&self.ingest_rejected),
+            ),
+            (
+                "shoal_rtmp_connections_total",
+                "RTMP connections past the handshake",
+                l(&self.rtmp_connections),
+            ),
+            (
+                "shoal_rtmp_key_refused_total",
+                "RTMP publishes refused for their stream key",
+                l(&self.rtmp_key_refused),
+            ),
+            (
+                "shoal_rtmp_cut_total",
+                "RTMP connections cut for bad input, limits or timeouts",
+                l(&self.rtmp_cut),
+            ),
+            (
+                "shoal_ingest_media_errors_total",
+                "Encoder media the segmenter could not use",
+                l(&self.ingest_media_errors),
             ),
             (
                 "shoal_fetch_ok_total",

@@ -106,6 +106,10 @@ pub struct Shared {
     /// The operators' listener, if it has one of its own.
     pub(crate) admin_addr: Option<SocketAddr>,
     pub(crate) data_addr: SocketAddr,
+    /// The RTMP ingest listener's address, if it has one.
+    pub(crate) rtmp_addr: Option<SocketAddr>,
+    /// Encoders connected over RTMP, by stream.
+    pub(crate) encoders: crate::encoders::Encoders,
     pub(crate) fingerprint: ContentId,
     pub(crate) started: Instant,
     status_version: AtomicU64,
@@ -228,6 +232,21 @@ impl Node {
             }
             None => (None, None),
         };
+        let (rtmp_listener, rtmp_addr) = match config.rtmp {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    let local = l.local_addr().map_err(bind("rtmp", addr))?;
+                    (Some(l), Some(local))
+                }
+                // Several nodes on one host: the first takes the default port.
+                Err(e) if !config.rtmp_explicit => {
+                    warn!(%addr, error = %e, "default RTMP port unavailable: RTMP ingest off (set --rtmp)");
+                    (None, None)
+                }
+                Err(e) => return Err(bind("rtmp", addr)(e)),
+            },
+            None => (None, None),
+        };
         let revocations_file = config.data_dir.join(crate::members::REVOCATIONS_FILE);
         let members = crate::members::load(
             config.mesh_ca,
@@ -268,6 +287,8 @@ impl Node {
             http_addr,
             admin_addr,
             data_addr,
+            rtmp_addr,
+            encoders: crate::encoders::Encoders::default(),
             fingerprint: tls.fingerprint,
             started: Instant::now(),
             status_version: AtomicU64::new(unix_millis()),
@@ -296,6 +317,14 @@ impl Node {
             )),
             tokio::spawn(shared.clone().drive(events, shutdown_rx.clone())),
         ];
+        if let Some(listener) = rtmp_listener {
+            tasks.push(tokio::spawn(crate::rtmp::server::serve(
+                listener,
+                shared.clone(),
+                shared.config.rtmp_limits,
+                shutdown_rx.clone(),
+            )));
+        }
         if let Some(listener) = admin_listener {
             tasks.push(tokio::spawn(crate::http::serve_admin(
                 listener,
@@ -316,6 +345,7 @@ impl Node {
             %peer_id,
             http = %http_addr,
             admin = ?admin_addr,
+            rtmp = ?rtmp_addr,
             data = %data_addr,
             p2p = ?shared.p2p_addrs(),
             "node started"
@@ -326,6 +356,11 @@ impl Node {
             shutdown,
             tasks,
         })
+    }
+
+    /// The RTMP ingest address, if RTMP is on.
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        self.shared.rtmp_addr
     }
 
     /// This node's peer id.

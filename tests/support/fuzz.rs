@@ -7,8 +7,11 @@
 //! suite). `scripts/fuzz.sh` runs either for a given number of executions per target.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use bytes::Bytes;
 use shoal_core::{Config as CoreConfig, Core};
 use shoal_node::http::{ingest, live, query::Query, range, session, viewer_token};
+use shoal_node::media::segmenter::{Frame, Limits, Segmenter};
+use shoal_node::media::{aac, avc, flv};
 use shoal_node::members::{Closed, Members, issue_credential, issue_revocations};
 use shoal_node::tokens::{SigningKey, Verifier};
 use shoal_node::{control, data, hls};
@@ -85,6 +88,11 @@ pub const TARGETS: &[Target] = &[
         name: "hello",
         run: hello,
         seeds: hello_seeds,
+    },
+    Target {
+        name: "flv",
+        run: flv_media,
+        seeds: flv_seeds,
     },
 ];
 
@@ -626,6 +634,191 @@ fn core_seeds() -> Vec<Vec<u8>> {
         }),
     ));
     vec![seed]
+}
+
+/// An x264 SPS (1280x720, High) and PPS: the AVC config the `flv` target converts
+/// access units with when the input carries none.
+const FLV_SPS: &[u8] = &[
+    0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+    0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
+];
+const FLV_PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
+
+/// An AVCDecoderConfigurationRecord of [`FLV_SPS`] and [`FLV_PPS`].
+fn flv_record() -> Vec<u8> {
+    let mut r = vec![1, FLV_SPS[1], FLV_SPS[2], FLV_SPS[3], 0xFF, 0xE1];
+    r.extend_from_slice(&(FLV_SPS.len() as u16).to_be_bytes());
+    r.extend_from_slice(FLV_SPS);
+    r.push(1);
+    r.extend_from_slice(&(FLV_PPS.len() as u16).to_be_bytes());
+    r.extend_from_slice(FLV_PPS);
+    r
+}
+
+fn flv_config() -> &'static avc::AvcConfig {
+    static C: OnceLock<avc::AvcConfig> = OnceLock::new();
+    C.get_or_init(|| avc::parse_config(&flv_record()).expect("valid record"))
+}
+
+/// Converts an access unit to Annex B: on success the output is bounded by the input
+/// (twice it, plus the parameter sets and a delimiter); on error nothing is written.
+fn check_annex_b(au: &[u8], config: &avc::AvcConfig, keyframe: bool) {
+    let mut out = vec![];
+    if avc::to_annex_b(au, config, keyframe, &mut out).is_ok() {
+        let sets: usize = config
+            .sps
+            .iter()
+            .chain(&config.pps)
+            .map(|s| s.len() + 4)
+            .sum();
+        assert!(
+            out.len() <= au.len() * 2 + sets + 64,
+            "{} bytes of Annex B from {} bytes of AVCC",
+            out.len(),
+            au.len()
+        );
+    } else {
+        assert!(out.is_empty(), "written on error");
+    }
+}
+
+/// An RTMP encoder's audio and video tag bodies, the codec configs in them (and the
+/// input read as a config directly), the access units converted to Annex B: no panic,
+/// bounded output. Then the input laid out as frames for the segmenter
+/// (`[kind][timestamp: 4 bytes BE][len][body]`): no panic, segments whole transport
+/// packets within the size limit.
+pub fn flv_media(data: &[u8]) {
+    let body = Bytes::copy_from_slice(data);
+    if let Ok(flv::AudioTag::AacConfig(asc)) = flv::parse_audio(&body)
+        && let Ok(c) = aac::parse_config(&asc)
+    {
+        let _ = (c.codec(), c.adts_header(data.len()));
+    }
+    if let Ok(c) = aac::parse_config(data) {
+        let _ = (c.codec(), c.adts_header(data.len()));
+    }
+    match flv::parse_video(&body) {
+        Ok(flv::VideoTag::AvcConfig(record)) => {
+            if let Ok(c) = avc::parse_config(&record) {
+                let _ = c.codec();
+                check_annex_b(&record, &c, true);
+            }
+        }
+        Ok(flv::VideoTag::AvcFrame {
+            keyframe, data: au, ..
+        }) => check_annex_b(&au, flv_config(), keyframe),
+        _ => {}
+    }
+    if let Ok(c) = avc::parse_config(data) {
+        let _ = c.codec();
+        check_annex_b(data, &c, true);
+    }
+    for size in [1, 2, 4] {
+        let mut c = flv_config().clone();
+        c.nal_length_size = size;
+        check_annex_b(data, &c, true);
+    }
+
+    const MAX_BYTES: u64 = 64 * 1024;
+    let mut s = Segmenter::new(Limits {
+        target: Duration::from_secs(1),
+        max_bytes: MAX_BYTES,
+        max_duration: Duration::from_secs(4),
+    });
+    s.set_video_config(flv_config().clone());
+    s.set_audio_config(aac::parse_config(&[0x12, 0x10]).expect("valid config"));
+    let check = |segment: Option<shoal_node::media::segmenter::Segment>| {
+        if let Some(seg) = segment {
+            assert!(seg.duration_ms > 0, "empty segment");
+            assert!(
+                seg.bytes.len() as u64 <= MAX_BYTES,
+                "segment over the limit"
+            );
+            assert!(
+                seg.bytes.len() % 188 == 0 && seg.bytes.chunks(188).all(|p| p[0] == 0x47),
+                "not whole transport packets"
+            );
+        }
+    };
+    let mut rest = data;
+    while let [kind, t0, t1, t2, t3, len, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        let (body, next) = tail.split_at(len);
+        rest = next;
+        let ts = u64::from(u32::from_be_bytes([*t0, *t1, *t2, *t3]));
+        // High bit: timestamps near the end of the 64-bit range.
+        let ts = if kind & 0x80 != 0 { u64::MAX - ts } else { ts };
+        if kind & 0x40 != 0 {
+            s.discontinuity();
+        }
+        let frame = if kind & 1 == 0 {
+            Frame::Video {
+                dts_ms: ts,
+                pts_ms: ts.saturating_add(u64::from(kind >> 2 & 0x0F) * 33),
+                keyframe: kind & 2 != 0,
+                avcc: Bytes::copy_from_slice(body),
+            }
+        } else {
+            Frame::Audio {
+                pts_ms: ts,
+                raw: Bytes::copy_from_slice(body),
+            }
+        };
+        if let Ok(segment) = s.push(frame) {
+            check(segment);
+        }
+        assert!(
+            s.buffered() as u64 <= MAX_BYTES,
+            "open segment over the limit"
+        );
+    }
+    check(s.finish());
+}
+
+fn flv_seeds() -> Vec<Vec<u8>> {
+    let record = flv_record();
+    let nal = |bytes: &[u8]| {
+        let mut v = (bytes.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(bytes);
+        v
+    };
+    let tag = |head: &[u8], parts: &[Vec<u8>]| {
+        let mut v = head.to_vec();
+        for p in parts {
+            v.extend_from_slice(p);
+        }
+        v
+    };
+    let idr = nal(&[0x65, 0x88, 0x84, 0x00, 0x33, 0xff]);
+    let sei = nal(&[0x06, 0x05, 0x02, 0xdc, 0x45, 0x80]);
+    let slice = nal(&[0x41, 0x9a, 0x21, 0x6c, 0x42]);
+    // Frames for the segmenter: [kind][timestamp][len][body].
+    let mut frames = vec![];
+    for (kind, ts, body) in [
+        (2u8, 0u32, idr.clone()),
+        (1, 0, vec![0x21, 0x1b, 0x94]),
+        (0, 33, slice.clone()),
+        (6, 1000, idr.clone()),
+        (0x41, 5, vec![0x21]),
+    ] {
+        frames.push(kind);
+        frames.extend_from_slice(&ts.to_be_bytes());
+        frames.push(body.len() as u8);
+        frames.extend_from_slice(&body);
+    }
+    vec![
+        tag(&[0x17, 0, 0, 0, 0], std::slice::from_ref(&record)),
+        tag(&[0x17, 1, 0, 0, 0x43], &[sei, idr]),
+        tag(&[0x27, 1, 0xff, 0xff, 0xdf], &[slice]),
+        vec![0x17, 2, 0, 0, 0],
+        vec![0xaf, 0, 0x12, 0x10],
+        vec![0xaf, 1, 0x21, 0x1b, 0x94, 0x05],
+        record,
+        vec![0x12, 0x10],
+        vec![0x90, b'h', b'v', b'c', b'1', 0, 0, 0],
+        vec![0x2f, 0xff, 0xfb],
+        frames,
+    ]
 }
 
 /// A fixed Ed25519 key for the token target (PKCS#8 PEM, made by `shoal keygen`); it

@@ -222,6 +222,45 @@ pub struct Encoder {
     child: Child,
 }
 
+/// What ffprobe says of a media file: `(codec_name, width, height)` per stream.
+pub fn ffprobe_streams(bytes: &[u8]) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    let path = temp_dir("probe").with_extension("ts");
+    std::fs::write(&path, bytes)?;
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "json",
+        ])
+        .arg(&path)
+        .output()
+        .context("ffprobe not found: apt-get install -y ffmpeg")?;
+    let _ = std::fs::remove_file(&path);
+    anyhow::ensure!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v["streams"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["codec_name"].as_str().unwrap_or("").to_string(),
+                        s["width"].as_u64().unwrap_or(0),
+                        s["height"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Segment packaging for [`Encoder::push`].
 #[derive(Debug, Clone, Copy)]
 pub enum Packaging {
@@ -287,6 +326,74 @@ impl Encoder {
             .spawn()
             .context("ffmpeg not found: apt-get install -y ffmpeg")?;
         Ok(Self { child })
+    }
+
+    /// Starts `ffmpeg -re` publishing `seconds` of 640x360 30 fps H.264 (a keyframe every
+    /// `gop` frames) + AAC over RTMP to `rtmp://{addr}/live/{stream}?key={key}`, as an
+    /// encoder configured with OBS's Server and Stream Key fields does.
+    pub fn push_rtmp(
+        addr: SocketAddr,
+        stream: &str,
+        key: &str,
+        seconds: u32,
+        gop: u32,
+    ) -> anyhow::Result<Self> {
+        let child = Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size=640x360:rate=30:duration={seconds}"),
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("sine=frequency=440:duration={seconds}"),
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args(["-g", &gop.to_string(), "-keyint_min", &gop.to_string()])
+            .args([
+                "-sc_threshold",
+                "0",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "96k",
+                "-shortest",
+            ])
+            .args(["-f", "flv"])
+            .arg(format!("rtmp://{addr}/live/{stream}?key={key}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("ffmpeg not found: apt-get install -y ffmpeg")?;
+        Ok(Self { child })
+    }
+
+    /// Kills the encoder at once (SIGKILL): its connection drops without a goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What ffmpeg wrote to stderr (after it exited; empty if not piped).
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
     }
 
     /// Waits for ffmpeg to exit (bounded by `timeout`); true if it exited successfully.

@@ -134,6 +134,7 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
                 "warm": core.is_warm(&s.name),
                 "carried": core.carries(&s.name),
                 "source": core.active_source(&s.name).map(|p| p.to_string()),
+                "encoder": node.encoders.get(&s.name),
                 "segments": segments,
             })
         })
@@ -170,6 +171,7 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
         "listen": {
             "http": node.http_addr.to_string(),
             "data": node.data_addr.to_string(),
+            "rtmp": node.rtmp_addr.map(|a| a.to_string()),
             "p2p": node.p2p_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         },
         "cert_fingerprint": node.fingerprint.to_hex(),
@@ -196,6 +198,8 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
             "name": c.name.as_str(),
             "since": c.since,
             "active": core.active_source(&c.name) == Some(node.peer_id),
+            "protocol": node.encoders.get(&c.name).map_or("hls-put", |e| e.protocol),
+            "encoder": node.encoders.get(&c.name),
         })).collect::<Vec<_>>(),
         "peers": peers,
         "streams": streams,

@@ -30,6 +30,29 @@ pub fn require_bearer(
     }
 }
 
+/// Accepts an ingest request for `stream` if it carries `Authorization: Bearer KEY` with
+/// a key [`crate::stream_keys::allows`] for that stream.
+pub fn require_stream_key(
+    headers: &HeaderMap,
+    keys: &[String],
+    stream: &str,
+    what: &'static str,
+) -> Result<(), HttpError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(HttpError::Unauthorized(what));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if token.is_some_and(|t| crate::stream_keys::allows(keys, stream, t)) {
+        Ok(())
+    } else {
+        Err(HttpError::Forbidden(what))
+    }
+}
+
 /// Compares the digests (blake3's `Hash` equality is constant-time): neither the
 /// position of the first difference nor the secret's length shows in the timing.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

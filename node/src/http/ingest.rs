@@ -4,20 +4,16 @@
 
 use super::{HttpError, read_body};
 use crate::hls::{self, parse_media_playlist};
-use crate::ingest::{Ready, Refused, container_of};
+use crate::ingest::{Refused, container_of};
 use crate::metrics::add;
 use crate::node::{Shared, unix_millis};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use shoal_core::ingest_source::Role;
-use shoal_protocol::gossip::Gossip;
-use shoal_protocol::segment::{self, Announcement, StreamEnd};
-use shoal_protocol::signed::Signed;
 use shoal_protocol::stream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// Largest encoder playlist accepted.
 pub const MAX_PLAYLIST: u64 = 256 * 1024;
@@ -36,11 +32,12 @@ impl From<Refused> for HttpError {
     }
 }
 
-/// Checks the bearer key.
-fn authorize(node: &Shared, headers: &HeaderMap) -> Result<(), HttpError> {
-    super::auth::require_bearer(
+/// Checks the bearer key against the keys accepted for `stream`.
+fn authorize(node: &Shared, headers: &HeaderMap, stream: &str) -> Result<(), HttpError> {
+    super::auth::require_stream_key(
         headers,
         &node.config.ingest_keys,
+        stream,
         "ingest needs Authorization: Bearer KEY with an accepted stream key",
     )
 }
@@ -79,7 +76,7 @@ async fn put_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<StatusCode, HttpError> {
-    authorize(node, headers)?;
+    authorize(node, headers, stream)?;
     let name = validate(stream, file)?;
     let is_playlist = file.ends_with(".m3u8");
     if !is_playlist && container_of(file).is_none() && !file.ends_with(".mp4") {
@@ -119,97 +116,10 @@ async fn put_inner(
     let playlist = parse_media_playlist(&bytes)
         .map_err(|e| HttpError::BadRequest(format!("playlist: {e}")))?;
     let assembled = assembler.on_playlist(&playlist, node.next_seq(&name));
-    // Whether this node's encoder leads or stands by is the core's election.
-    let after = match node.core().ingest_role(&name, Instant::now()) {
-        Role::Lead { after } => after,
-        Role::Standby { following } => {
-            if !assembled.ready.is_empty() {
-                add(&node.metrics.ingest_standby, assembled.ready.len() as u64);
-                debug!(stream = %name, ?following, "standby ingest: segments held back");
-            }
-            return Ok(StatusCode::CREATED);
-        }
-    };
-    // Segments from a new source (moved or failed-over ingest) follow a discontinuity.
-    let mut switched = after.is_some();
-    if switched {
-        info!(stream = %name, previous = ?after, "this node is now the stream's source");
-    }
-    let last = assembled.ready.last().map(|r| r.seq);
-    for mut ready in assembled.ready {
-        ready.discontinuity |= std::mem::take(&mut switched);
-        announce(node, &name, ready)?;
-    }
-    if assembled.ended {
-        end_stream(node, &name, last);
-    }
+    crate::announce::deliver(node, &name, assembled.ready, assembled.ended)
+        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
     drop(ingest);
-    node.run_actions();
     Ok(StatusCode::CREATED)
-}
-
-/// Signs, stores and gossips one ingested segment.
-fn announce(node: &Arc<Shared>, name: &stream::Name, ready: Ready) -> Result<(), HttpError> {
-    let size = ready.bytes.len() as u64;
-    let announcement = Announcement {
-        id: segment::Id {
-            stream: name.clone(),
-            seq: ready.seq,
-        },
-        duration_ms: ready.duration_ms,
-        size,
-        hash: shoal_protocol::content::ContentId::of(&ready.bytes),
-        container: ready.container,
-        init: ready.init.as_ref().map(|(r, _)| *r),
-        discontinuity: ready.discontinuity,
-        ingested_at: unix_millis(),
-    };
-    let signed = Signed::sign(&node.keypair, &announcement)
-        .map_err(|e| HttpError::BadRequest(format!("signing: {e}")))?;
-    let verified = signed
-        .verify()
-        .map_err(|e| HttpError::BadRequest(format!("signing: {e}")))?;
-    {
-        let mut store = node.store.lock().expect("poisoned");
-        if let Some((init, bytes)) = ready.init {
-            store.put_init(init.hash, bytes);
-        }
-        store.put_segment(announcement.id.clone(), ready.bytes);
-    }
-    node.core()
-        .handle_ingested(verified, Instant::now())
-        .map_err(|e| HttpError::BadRequest(format!("segment refused: {e}")))?;
-    add(&node.metrics.ingest_segments, 1);
-    add(&node.metrics.ingest_bytes, size);
-    info!(
-        segment = %announcement.id,
-        file = %ready.file,
-        size,
-        duration_ms = ready.duration_ms,
-        hash = %announcement.hash.short(),
-        "ingested"
-    );
-    node.publish(Gossip::Segment(signed));
-    Ok(())
-}
-
-fn end_stream(node: &Arc<Shared>, name: &stream::Name, last: Option<segment::Seq>) {
-    let Some(last_seq) = last.or_else(|| node.next_seq(name).checked_sub(1)) else {
-        return;
-    };
-    let end = StreamEnd {
-        stream: name.clone(),
-        last_seq,
-    };
-    match Signed::sign(&node.keypair, &end).and_then(|s| s.verify()) {
-        Ok(verified) => {
-            let envelope = verified.envelope.clone();
-            node.core().handle_end(verified);
-            info!(stream = %name, last_seq, "stream ended by encoder");
-            node.publish(Gossip::End(envelope));
-        }
-        Err(e) => warn!(error = %e, "cannot sign stream end"),
-    }
 }
 
 /// `DELETE` of an old segment (`-hls_flags delete_segments`). The mesh keeps its own
@@ -220,7 +130,7 @@ pub async fn delete(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, HttpError> {
-    authorize(&node, &headers)?;
+    authorize(&node, &headers, &stream)?;
     let name = validate(&stream, &file)?;
     // ffmpeg sends an (empty, chunked) body: read it so the connection stays usable.
     read_body(body, 1024, UPLOAD_TIMEOUT).await?;

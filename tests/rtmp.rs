@@ -1,0 +1,246 @@
+//! RTMP ingest with real ffmpeg as the encoder (`-f flv rtmp://...`, what OBS's Server +
+//! Stream Key amount to): the node segments the stream and the mesh carries it; keys are
+//! enforced; a reconnect is a discontinuity, not a new stream; hostile clients are cut.
+
+use shoal_node::NodeConfig;
+use shoal_tests::{
+    Encoder, KEY, config, ffprobe_streams, http, media_playlist, mesh, status, wait_for,
+};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A node that takes RTMP on an OS-chosen loopback port and cuts 1 s segments.
+fn rtmp_config(tag: &str) -> NodeConfig {
+    let mut c = config(tag);
+    c.rtmp = Some("127.0.0.1:0".parse().unwrap());
+    c.rtmp_explicit = true;
+    c.segment_duration = Duration::from_secs(1);
+    c
+}
+
+/// The media playlist of `stream` on `addr` once it lists at least `n` segments.
+async fn playlist_with(addr: SocketAddr, stream: &str, n: usize) -> shoal_node::hls::MediaPlaylist {
+    let path = format!("/live/{stream}/index.m3u8");
+    wait_for(
+        &format!("{n} segments of {stream} on {addr}"),
+        Duration::from_secs(40),
+        || {
+            let path = path.clone();
+            async move {
+                let r = http::get(addr, &path, &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.status != 200 {
+                    return Err(format!("status {}", r.status));
+                }
+                let p = media_playlist(&r.text()).map_err(|e| e.to_string())?;
+                Ok((p.entries.len() >= n).then_some(p))
+            }
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rtmp_push_plays_from_every_node() {
+    shoal_tests::init_logging();
+    let nodes = mesh(vec![
+        rtmp_config("rtmp-a"),
+        config("rtmp-b"),
+        config("rtmp-c"),
+    ])
+    .await
+    .unwrap();
+    let (a, c) = (&nodes[0], &nodes[2]);
+    let rtmp = a.rtmp_addr().expect("rtmp on");
+    let _encoder = Encoder::push_rtmp(rtmp, "cam", KEY, 30, 30).unwrap();
+
+    let playlist = playlist_with(c.http_addr(), "cam", 4).await;
+    // Every whole segment lasts the target (1 s, a keyframe every 30 frames) within 10%.
+    for e in &playlist.entries {
+        assert!(
+            (900..=1100).contains(&e.duration_ms),
+            "segment {} lasts {} ms",
+            e.file,
+            e.duration_ms
+        );
+    }
+    let seg = &playlist.entries[1];
+    let r = http::get(c.http_addr(), &format!("/live/cam/{}", seg.uri), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let streams = ffprobe_streams(&r.body).unwrap();
+    assert!(
+        streams.contains(&("h264".into(), 640, 360)) && streams.iter().any(|s| s.0 == "aac"),
+        "ffprobe of a segment from node C: {streams:?}"
+    );
+
+    let s = status(a.http_addr()).await.unwrap();
+    let ingesting = &s["ingesting"][0];
+    assert_eq!(ingesting["protocol"], "rtmp", "{ingesting}");
+    let encoder = &ingesting["encoder"];
+    assert_eq!(
+        (encoder["width"].as_u64(), encoder["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    let codecs: Vec<&str> = encoder["codecs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert!(
+        codecs.iter().any(|c| c.starts_with("avc1.")) && codecs.contains(&"mp4a.40.2"),
+        "{codecs:?}"
+    );
+    assert!(
+        encoder["bitrate_bps"].as_u64().unwrap() > 10_000,
+        "{encoder}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rtmp_keys_are_enforced() {
+    shoal_tests::init_logging();
+    let mut cfg = rtmp_config("rtmp-keys");
+    cfg.ingest_keys = vec![KEY.to_string(), "solo=solo-key".to_string()];
+    let nodes = mesh(vec![cfg]).await.unwrap();
+    let rtmp = nodes[0].rtmp_addr().unwrap();
+    for (stream, key) in [("cam", "wrong"), ("cam", ""), ("other", "solo-key")] {
+        let mut e = Encoder::push_rtmp(rtmp, stream, key, 5, 30).unwrap();
+        assert!(
+            !e.finish(Duration::from_secs(15)).await,
+            "{stream}/{key:?} was accepted"
+        );
+        let err = e.stderr();
+        assert!(!err.is_empty(), "ffmpeg said nothing of the refusal");
+    }
+    let s = status(nodes[0].http_addr()).await.unwrap();
+    assert_eq!(
+        s["counters"]["rtmp_key_refused_total"], 3,
+        "{}",
+        s["counters"]
+    );
+    assert!(
+        s["streams"].as_array().unwrap().is_empty(),
+        "{}",
+        s["streams"]
+    );
+    // The per-stream key works for its stream.
+    let _e = Encoder::push_rtmp(rtmp, "solo", "solo-key", 10, 30).unwrap();
+    playlist_with(nodes[0].http_addr(), "solo", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rtmp_reconnect_continues_the_stream_after_a_discontinuity() {
+    shoal_tests::init_logging();
+    let nodes = mesh(vec![rtmp_config("rtmp-re"), config("rtmp-re-b")])
+        .await
+        .unwrap();
+    let rtmp = nodes[0].rtmp_addr().unwrap();
+    let mut first = Encoder::push_rtmp(rtmp, "re", KEY, 30, 30).unwrap();
+    let before = playlist_with(nodes[1].http_addr(), "re", 3).await;
+    // The encoder's link drops: no unpublish, just a dead connection.
+    first.kill();
+    let _second = Encoder::push_rtmp(rtmp, "re", KEY, 30, 30).unwrap();
+    let p = wait_for(
+        "a discontinuity on node B",
+        Duration::from_secs(40),
+        || async {
+            let r = http::get(nodes[1].http_addr(), "/live/re/index.m3u8", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            let p = media_playlist(&r.text()).map_err(|e| e.to_string())?;
+            let found = p.entries.iter().position(|e| e.discontinuity);
+            Ok(found.filter(|&i| i + 1 < p.entries.len()).map(|_| p))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!p.ended, "the stream did not end");
+    assert!(
+        p.media_sequence + p.entries.len() as u64
+            > before.media_sequence + before.entries.len() as u64,
+        "numbering continued: before {}+{}, after {}+{}",
+        before.media_sequence,
+        before.entries.len(),
+        p.media_sequence,
+        p.entries.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_rtmp_clients_are_cut_and_harm_nothing() {
+    shoal_tests::init_logging();
+    let nodes = mesh(vec![rtmp_config("rtmp-bad")]).await.unwrap();
+    let rtmp = nodes[0].rtmp_addr().unwrap();
+
+    // Not RTMP at all.
+    let mut s = tokio::net::TcpStream::connect(rtmp).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_closed(&mut s).await;
+
+    // A handshake, then a chunk size of 2^31.
+    let mut s = handshaken(rtmp).await;
+    s.write_all(&[0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0x80, 0, 0, 0])
+        .await
+        .unwrap();
+    assert_closed(&mut s).await;
+
+    // A message that claims 16 MiB.
+    let mut s = handshaken(rtmp).await;
+    s.write_all(&[0x03, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    s.write_all(&[0u8; 128]).await.unwrap();
+    assert_closed(&mut s).await;
+
+    // A command that is not AMF.
+    let mut s = handshaken(rtmp).await;
+    s.write_all(&[0x03, 0, 0, 0, 0, 0, 3, 20, 0, 0, 0, 0, 0x42, 0x42, 0x42])
+        .await
+        .unwrap();
+    assert_closed(&mut s).await;
+
+    // The node still takes a real encoder.
+    let _e = Encoder::push_rtmp(rtmp, "ok", KEY, 10, 30).unwrap();
+    playlist_with(nodes[0].http_addr(), "ok", 2).await;
+    let st = status(nodes[0].http_addr()).await.unwrap();
+    assert!(
+        st["counters"]["rtmp_cut_total"].as_u64().unwrap() >= 4,
+        "{}",
+        st["counters"]
+    );
+}
+
+/// A connection past the RTMP handshake.
+async fn handshaken(addr: SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(7u8, 1536));
+    s.write_all(&c0c1).await.unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 2 * 1536];
+    s.read_exact(&mut s0s1s2).await.unwrap();
+    s.write_all(&s0s1s2[1..1 + 1536]).await.unwrap();
+    s
+}
+
+/// The server closes the connection within a few seconds.
+async fn assert_closed(s: &mut tokio::net::TcpStream) {
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the node kept a hostile connection open");
+}
