@@ -3,7 +3,8 @@
 # address, a live ffmpeg stream pushed into node A, and node C's stream checked with
 # ffprobe, decoded for 20 s by ffmpeg, and played by hls.js in headless Chromium through
 # C's /watch page; then C's status must show the segments came from peers over the data
-# plane. Done for MPEG-TS and for fMP4/CMAF, then for `shoal-sim demo`'s built-in
+# plane. Done for MPEG-TS and fMP4/CMAF pushed over HTTP and for RTMP (segmented by the
+# node), then for `shoal-sim demo`'s built-in
 # looping stream.
 #
 # Needs: ffmpeg, chromium, python3, curl, and hls.js in scripts/player/node_modules
@@ -56,6 +57,7 @@ start_node() { # name index [bootstrap]
   local args=(run --data-dir "$WORK/$name" --http "127.0.0.1:$(http_port "$i")"
     --p2p "/ip4/127.0.0.1/udp/$((BASE_PORT + 10 + i))/quic-v1"
     --data "127.0.0.1:$((BASE_PORT + 20 + i))" --ingest-key "$KEY"
+    --rtmp "127.0.0.1:$((BASE_PORT + 30 + i))"
     --hls-js-url "http://127.0.0.1:$COLLECTOR/hls.min.js")
   [ -n "$boot" ] && args+=(--bootstrap "$boot")
   RUST_LOG=${RUST_LOG:-info,libp2p=warn} "$SHOAL_BIN" "${args[@]}" >"$WORK/$name.log" 2>&1 &
@@ -130,16 +132,18 @@ play_and_read() {
   PLAYED=$(echo "$played" | json "'browser %s currentTime=%.1f s, frames decoded=%d dropped=%d, %dx%d, fatal=%s' % (d['player'], d['currentTime'], d['decodedFrames'], d['droppedFrames'], d['videoWidth'], d['videoHeight'], d['fatal'])")
 }
 
-check_stream() { # stream packaging-args...
+check_stream() { # stream rtmp | packaging-args...
   local stream=$1; shift
   local url="http://$C/live/$stream/index.m3u8"
-  log "[$stream] pushing ffmpeg ($*) into node A"
+  local output=(-f hls -hls_time 2 -hls_list_size 6 "$@" -method PUT
+    -headers "Authorization: Bearer $KEY" "http://$A/ingest/$stream/index.m3u8")
+  # RTMP as OBS pushes it: the node cuts the segments.
+  [ "${1:-}" = rtmp ] && output=(-f flv "rtmp://127.0.0.1:$((BASE_PORT + 30))/live/$stream?key=$KEY")
+  log "[$stream] pushing ffmpeg (${output[*]:0:3}) into node A"
   ffmpeg -nostdin -hide_banner -loglevel error -re \
     -f lavfi -i "testsrc2=size=640x360:rate=25" -f lavfi -i "sine=frequency=440" \
     -c:v libx264 -preset ultrafast -g 50 -keyint_min 50 -sc_threshold 0 -c:a aac \
-    -f hls -hls_time 2 -hls_list_size 6 "$@" -method PUT \
-    -headers "Authorization: Bearer $KEY" "http://$A/ingest/$stream/index.m3u8" \
-    >"$WORK/ffmpeg-$stream.log" 2>&1 &
+    "${output[@]}" >"$WORK/ffmpeg-$stream.log" 2>&1 &
   local encoder=$!
   PIDS+=($encoder)
   three_on_c() { [ "$(curl -fsS "$url" | grep -c '^[0-9]')" -ge 3 ]; }
@@ -172,6 +176,7 @@ print(('ok' if ok else 'bad') + ' held=%d via=%s from=%s' % (len(held), dict(via
 
 check_stream e2e-ts
 check_stream e2e-cmaf -hls_segment_type fmp4
+check_stream e2e-rtmp rtmp
 log "node C is ${C_ID}; A is ${A_ID}"
 
 # shoal-sim demo: the built-in 12 s clip, looped as one continuous live stream, must

@@ -244,3 +244,90 @@ async fn assert_closed(s: &mut tokio::net::TcpStream) {
     .await;
     assert!(closed.is_ok(), "the node kept a hostile connection open");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redundant_rtmp_ingest_survives_kill_9_of_the_followed_node() {
+    use shoal_tests::process::{ShoalProcess, free_tcp};
+    use shoal_tests::{stream_status, wait_known};
+    shoal_tests::init_logging();
+    let rtmp_args = |port: u16| {
+        vec![
+            "--rtmp".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--segment-duration".to_string(),
+            "1".to_string(),
+        ]
+    };
+    let (px, py) = (free_tcp(), free_tcp());
+    let ax = rtmp_args(px);
+    let ay = rtmp_args(py);
+    let ax: Vec<&str> = ax.iter().map(String::as_str).collect();
+    let ay: Vec<&str> = ay.iter().map(String::as_str).collect();
+    let mut x = ShoalProcess::start("rx", None, &ax).unwrap();
+    let y = ShoalProcess::start("ry", Some(&x.bootstrap), &ay).unwrap();
+    let z = ShoalProcess::start("rz", Some(&x.bootstrap), &[]).unwrap();
+    wait_known(z.http, &[&x.peer_id, &y.peer_id]).await.unwrap();
+    wait_known(y.http, &[&x.peer_id]).await.unwrap();
+
+    // Two OBS-like encoders push the same stream into X, then into Y.
+    let rtmp_x: SocketAddr = format!("127.0.0.1:{px}").parse().unwrap();
+    let rtmp_y: SocketAddr = format!("127.0.0.1:{py}").parse().unwrap();
+    let mut enc_x = Encoder::push_rtmp(rtmp_x, "dual", KEY, 120, 30).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _enc_y = Encoder::push_rtmp(rtmp_y, "dual", KEY, 120, 30).unwrap();
+    let before = playlist_with(z.http, "dual", 3).await;
+    let s = status(z.http).await.unwrap();
+    assert_eq!(
+        stream_status(&s, "dual").unwrap()["source"],
+        x.peer_id.as_str()
+    );
+    let ys = wait_for(
+        "Y's encoder standing by",
+        Duration::from_secs(10),
+        || async {
+            let ys = status(y.http).await.map_err(|e| e.to_string())?;
+            let standby = ys["ingesting"][0]["active"] == false
+                && ys["counters"]["ingest_standby_total"].as_u64().unwrap_or(0) >= 1;
+            Ok(standby.then_some(ys))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ys["ingesting"][0]["protocol"], "rtmp");
+
+    x.kill9();
+    enc_x.kill();
+    let newest_before = before.media_sequence + before.entries.len() as u64;
+    let p = wait_for(
+        "the stream to continue from Y",
+        Duration::from_secs(40),
+        || async {
+            let r = http::get(z.http, "/live/dual/index.m3u8", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            let p = media_playlist(&r.text()).map_err(|e| e.to_string())?;
+            let s = status(z.http).await.map_err(|e| e.to_string())?;
+            let from_y =
+                stream_status(&s, "dual").is_some_and(|st| st["source"] == y.peer_id.as_str());
+            let continued = p.media_sequence + p.entries.len() as u64 > newest_before + 3;
+            Ok((from_y && continued && p.entries.iter().any(|e| e.discontinuity)).then_some(p))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        p.media_sequence >= before.media_sequence,
+        "numbering went back"
+    );
+    let last = &p.entries.last().unwrap().uri;
+    let r = http::get(z.http, &format!("/live/dual/{last}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        ffprobe_streams(&r.body)
+            .unwrap()
+            .iter()
+            .any(|s| s.0 == "h264")
+    );
+}

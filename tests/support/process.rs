@@ -20,7 +20,8 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-fn free_tcp() -> u16 {
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_tcp() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
