@@ -49,6 +49,17 @@ const DICTIONARY: &[&[u8]] = &[
     b"\"",
     b"\n",
     b".",
+    // RTMP and AMF0: command names, the object end marker, an extended timestamp's
+    // marker, a type 3 chunk header.
+    b"\x02\x00\x07connect",
+    b"\x02\x00\x07publish",
+    b"createStream",
+    b"FCUnpublish",
+    b"@setDataFrame",
+    b"onMetaData",
+    &[0, 0, 9],
+    &[0xff, 0xff, 0xff],
+    &[0xc3],
 ];
 
 /// xorshift64*: small, fast, reproducible.

@@ -102,6 +102,64 @@ async fn rtmp_push_plays_from_every_node() {
     );
 }
 
+/// With `segment_format = fmp4` the ingest node cuts CMAF segments: node C's playlist
+/// names their init segment in `#EXT-X-MAP`, and init plus a segment is H.264 640x360
+/// and AAC to ffprobe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rtmp_fmp4_segments_play() {
+    shoal_tests::init_logging();
+    let mut ingest = rtmp_config("rtmp-fmp4-a");
+    ingest.segment_format = shoal_node::media::segmenter::SegmentFormat::Fmp4;
+    let nodes = mesh(vec![ingest, config("rtmp-fmp4-b"), config("rtmp-fmp4-c")])
+        .await
+        .unwrap();
+    let (a, c) = (&nodes[0], &nodes[2]);
+    let rtmp = a.rtmp_addr().expect("rtmp on");
+    let _encoder = Encoder::push_rtmp(rtmp, "cam", KEY, 30, 30).unwrap();
+
+    let playlist = playlist_with(c.http_addr(), "cam", 3).await;
+    for e in &playlist.entries {
+        assert!(e.file.ends_with(".m4s"), "{}", e.file);
+        assert!(
+            e.init.is_some(),
+            "segment {} without an init segment",
+            e.file
+        );
+        assert!(
+            (900..=1100).contains(&e.duration_ms),
+            "segment {} lasts {} ms",
+            e.file,
+            e.duration_ms
+        );
+    }
+    let r = http::get(c.http_addr(), "/live/cam/index.m3u8", &[])
+        .await
+        .unwrap();
+    let text = r.text();
+    let map = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no #EXT-X-MAP in node C's playlist:\n{text}"))
+        .to_string();
+    let init = http::get(c.http_addr(), &format!("/live/cam/{map}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(init.status, 200, "init segment {map}");
+    assert_eq!(&init.body[4..8], b"ftyp");
+    let seg = &playlist.entries[1];
+    let r = http::get(c.http_addr(), &format!("/live/cam/{}", seg.uri), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[4..8], b"styp");
+    let streams = ffprobe_streams(&[&init.body[..], &r.body[..]].concat()).unwrap();
+    assert!(
+        streams.contains(&("h264".into(), 640, 360)) && streams.iter().any(|s| s.0 == "aac"),
+        "ffprobe of init + segment from node C: {streams:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rtmp_keys_are_enforced() {
     shoal_tests::init_logging();

@@ -64,9 +64,17 @@ pub struct NodeConfig {
     pub rtmp_explicit: bool,
     /// Bounds on RTMP connections.
     pub rtmp_limits: crate::rtmp::server::Limits,
+    /// SRT ingest address, UDP (none: no SRT ingest).
+    pub srt: Option<SocketAddr>,
+    /// [`Self::srt`] was set by the operator (see [`Self::rtmp_explicit`]).
+    pub srt_explicit: bool,
+    /// Bounds on SRT connections.
+    pub srt_limits: crate::srt::server::Limits,
     /// Target duration of the segments the node cuts from RTMP ingest (at the first
     /// keyframe past it).
     pub segment_duration: Duration,
+    /// How the node packages the segments it cuts from RTMP ingest.
+    pub segment_format: crate::media::segmenter::SegmentFormat,
 }
 
 impl NodeConfig {
@@ -101,7 +109,11 @@ impl NodeConfig {
             rtmp: None,
             rtmp_explicit: false,
             rtmp_limits: crate::rtmp::server::Limits::default(),
+            srt: None,
+            srt_explicit: false,
+            srt_limits: crate::srt::server::Limits::default(),
             segment_duration: DEFAULT_SEGMENT_DURATION,
+            segment_format: crate::media::segmenter::SegmentFormat::Ts,
         }
     }
 }
@@ -226,10 +238,18 @@ pub struct RunArgs {
     /// `off` [default: 0.0.0.0:1935].
     #[arg(long, env = "SHOAL_RTMP")]
     pub rtmp: Option<String>,
+    /// SRT ingest address (UDP; callers send streamid=#!::r=STREAM,m=publish,s=KEY), or
+    /// `off` [default: 0.0.0.0:9000].
+    #[arg(long, env = "SHOAL_SRT")]
+    pub srt: Option<String>,
     /// Target segment duration for RTMP ingest, in seconds (segments are cut at the
     /// first keyframe past it) [default: 2].
     #[arg(long, env = "SHOAL_SEGMENT_DURATION")]
     pub segment_duration: Option<f64>,
+    /// Packaging of the segments cut from RTMP ingest: `ts` (MPEG-TS) or `fmp4`
+    /// (fragmented MP4 / CMAF with an init segment) [default: ts].
+    #[arg(long, env = "SHOAL_SEGMENT_FORMAT")]
+    pub segment_format: Option<crate::media::segmenter::SegmentFormat>,
     /// Highest bitrate one encoder connection may send, e.g. 50mbit; above it the
     /// connection is cut [default: 100mbit].
     #[arg(long, env = "SHOAL_INGEST_MAX_BITRATE", value_parser = units::parse_rate)]
@@ -274,8 +294,26 @@ struct FileConfig {
     ingest_pending_bytes: Option<u64>,
     ingest_pending_total: Option<u64>,
     rtmp: Option<String>,
+    srt: Option<String>,
     segment_duration: Option<f64>,
+    segment_format: Option<String>,
     ingest_max_bitrate: Option<String>,
+}
+
+/// A listen address setting: the default when unset, none for `off`.
+fn listen_or_off(
+    setting: Option<&str>,
+    default: &str,
+    what: &str,
+) -> anyhow::Result<Option<SocketAddr>> {
+    match setting {
+        None => Ok(Some(default.parse().expect("valid default"))),
+        Some("off") => Ok(None),
+        Some(addr) => addr
+            .parse()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{what} address {addr:?}: {e}")),
+    }
 }
 
 /// Reads a signed credential or revocation list from the file at `path`, if given.
@@ -407,14 +445,10 @@ impl RunArgs {
         core.stream_forget = ingest_limits.forget_after;
         let rtmp_setting = self.rtmp.or(file.rtmp);
         let rtmp_explicit = rtmp_setting.is_some();
-        let rtmp = match rtmp_setting.as_deref() {
-            None => Some("0.0.0.0:1935".parse().expect("valid")),
-            Some("off") => None,
-            Some(addr) => Some(
-                addr.parse()
-                    .map_err(|e| anyhow::anyhow!("rtmp address {addr:?}: {e}"))?,
-            ),
-        };
+        let rtmp = listen_or_off(rtmp_setting.as_deref(), "0.0.0.0:1935", "rtmp")?;
+        let srt_setting = self.srt.or(file.srt);
+        let srt_explicit = srt_setting.is_some();
+        let srt = listen_or_off(srt_setting.as_deref(), "0.0.0.0:9000", "srt")?;
         let segment_duration = match self.segment_duration.or(file.segment_duration) {
             None => DEFAULT_SEGMENT_DURATION,
             Some(s) if (0.1..=hls::MAX_SEGMENT_SECS).contains(&s) => Duration::from_secs_f64(s),
@@ -423,6 +457,13 @@ impl RunArgs {
                 hls::MAX_SEGMENT_SECS
             ),
         };
+        let segment_format = match (self.segment_format, file.segment_format) {
+            (Some(f), _) => f,
+            (None, Some(s)) => s
+                .parse()
+                .map_err(|e| anyhow::anyhow!("segment_format in the config file: {e}"))?,
+            (None, None) => crate::media::segmenter::SegmentFormat::Ts,
+        };
         let max_bitrate = match (self.ingest_max_bitrate, file.ingest_max_bitrate) {
             (Some(b), _) => Some(b),
             (None, Some(s)) => Some(
@@ -430,6 +471,11 @@ impl RunArgs {
                     .map_err(|e| anyhow::anyhow!("ingest_max_bitrate in the config file: {e}"))?,
             ),
             (None, None) => None,
+        };
+        let srt_defaults = crate::srt::server::Limits::default();
+        let srt_limits = crate::srt::server::Limits {
+            max_bitrate: max_bitrate.unwrap_or(srt_defaults.max_bitrate).max(1),
+            ..srt_defaults
         };
         let rtmp_defaults = crate::rtmp::server::Limits::default();
         let rtmp_limits = crate::rtmp::server::Limits {
@@ -493,7 +539,11 @@ impl RunArgs {
             rtmp,
             rtmp_explicit,
             rtmp_limits,
+            srt,
+            srt_explicit,
+            srt_limits,
             segment_duration,
+            segment_format,
         })
     }
 }
@@ -549,6 +599,32 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn segment_format_from_flag_or_file() {
+        use crate::media::segmenter::SegmentFormat;
+        let dir = std::env::temp_dir().join(format!("shoal-cfg-fmt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("shoal.toml");
+        let resolve = |contents: &str, flag: Option<SegmentFormat>| {
+            std::fs::write(&file, contents).unwrap();
+            RunArgs {
+                config: Some(file.clone()),
+                segment_format: flag,
+                ..RunArgs::default()
+            }
+            .resolve()
+        };
+        assert_eq!(resolve("", None).unwrap().segment_format, SegmentFormat::Ts);
+        let c = resolve("segment_format = \"fmp4\"\n", None).unwrap();
+        assert_eq!(c.segment_format, SegmentFormat::Fmp4);
+        let c = resolve("segment_format = \"fmp4\"\n", Some(SegmentFormat::Ts)).unwrap();
+        assert_eq!(c.segment_format, SegmentFormat::Ts);
+        assert!(resolve("segment_format = \"mp5\"\n", None).is_err());
+        assert_eq!("FMP4".parse(), Ok(SegmentFormat::Fmp4));
+        assert_eq!(SegmentFormat::Fmp4.to_string(), "fmp4");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -18,6 +18,12 @@ pub struct Metrics {
     pub rtmp_key_refused: AtomicU64,
     /// RTMP connections cut for bad input (protocol errors, limits, timeouts).
     pub rtmp_cut: AtomicU64,
+    /// SRT connections accepted.
+    pub srt_connections: AtomicU64,
+    /// SRT callers refused for their key.
+    pub srt_key_refused: AtomicU64,
+    /// SRT connections dropped (silence, bitrate, errors).
+    pub srt_cut: AtomicU64,
     /// Encoder media the segmenter could not use (no keyframe in time, segment too
     /// large, unsupported codec).
     pub ingest_media_errors: AtomicU64,
@@ -105,6 +111,21 @@ impl Metrics {
                 "shoal_rtmp_cut_total",
                 "RTMP connections cut for bad input, limits or timeouts",
                 l(&self.rtmp_cut),
+            ),
+            (
+                "shoal_srt_connections_total",
+                "SRT connections accepted",
+                l(&self.srt_connections),
+            ),
+            (
+                "shoal_srt_key_refused_total",
+                "SRT callers refused for their key",
+                l(&self.srt_key_refused),
+            ),
+            (
+                "shoal_srt_cut_total",
+                "SRT connections dropped for silence, bitrate or errors",
+                l(&self.srt_cut),
             ),
             (
                 "shoal_ingest_media_errors_total",

@@ -108,7 +108,10 @@ pub struct Shared {
     pub(crate) data_addr: SocketAddr,
     /// The RTMP ingest listener's address, if it has one.
     pub(crate) rtmp_addr: Option<SocketAddr>,
-    /// Encoders connected over RTMP, by stream.
+    /// The SRT ingest listener's address, if it has one (known once it is bound, after
+    /// the rest of the node exists).
+    pub(crate) srt_addr: Mutex<Option<SocketAddr>>,
+    /// Encoders connected over RTMP or SRT, by stream.
     pub(crate) encoders: crate::encoders::Encoders,
     pub(crate) fingerprint: ContentId,
     pub(crate) started: Instant,
@@ -288,6 +291,7 @@ impl Node {
             admin_addr,
             data_addr,
             rtmp_addr,
+            srt_addr: Mutex::new(None),
             encoders: crate::encoders::Encoders::default(),
             fingerprint: tls.fingerprint,
             started: Instant::now(),
@@ -317,6 +321,23 @@ impl Node {
             )),
             tokio::spawn(shared.clone().drive(events, shutdown_rx.clone())),
         ];
+        let srt_addr = match shared.config.srt {
+            Some(addr) => {
+                let limits = shared.config.srt_limits;
+                match crate::srt::server::serve(addr, shared.clone(), limits, shutdown_rx.clone())
+                    .await
+                {
+                    Ok(local) => Some(local),
+                    Err(e) if !shared.config.srt_explicit => {
+                        warn!(%addr, error = %e, "default SRT port unavailable: SRT ingest off (set --srt)");
+                        None
+                    }
+                    Err(e) => return Err(bind("srt", addr)(e)),
+                }
+            }
+            None => None,
+        };
+        *shared.srt_addr.lock().expect("poisoned") = srt_addr;
         if let Some(listener) = rtmp_listener {
             tasks.push(tokio::spawn(crate::rtmp::server::serve(
                 listener,
@@ -346,6 +367,7 @@ impl Node {
             http = %http_addr,
             admin = ?admin_addr,
             rtmp = ?rtmp_addr,
+            srt = ?srt_addr,
             data = %data_addr,
             p2p = ?shared.p2p_addrs(),
             "node started"
@@ -361,6 +383,11 @@ impl Node {
     /// The RTMP ingest address, if RTMP is on.
     pub fn rtmp_addr(&self) -> Option<SocketAddr> {
         self.shared.rtmp_addr
+    }
+
+    /// The SRT ingest address (UDP), if SRT is on.
+    pub fn srt_addr(&self) -> Option<SocketAddr> {
+        *self.shared.srt_addr.lock().expect("poisoned")
     }
 
     /// This node's peer id.

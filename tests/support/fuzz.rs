@@ -94,6 +94,16 @@ pub const TARGETS: &[Target] = &[
         run: flv_media,
         seeds: flv_seeds,
     },
+    Target {
+        name: "rtmp",
+        run: rtmp,
+        seeds: rtmp_seeds,
+    },
+    Target {
+        name: "ts_demux",
+        run: ts_demux,
+        seeds: ts_demux_seeds,
+    },
 ];
 
 /// The target named `name`.
@@ -724,6 +734,7 @@ pub fn flv_media(data: &[u8]) {
         target: Duration::from_secs(1),
         max_bytes: MAX_BYTES,
         max_duration: Duration::from_secs(4),
+        format: shoal_node::media::segmenter::SegmentFormat::Ts,
     });
     s.set_video_config(flv_config().clone());
     s.set_audio_config(aac::parse_config(&[0x12, 0x10]).expect("valid config"));
@@ -824,3 +835,382 @@ fn flv_seeds() -> Vec<Vec<u8>> {
 /// A fixed Ed25519 key for the token target (PKCS#8 PEM, made by `shoal keygen`); it
 /// signs nothing outside the fuzz targets.
 const TOKEN_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIGtzEXjAgmfl0vM02iANUzH1nx6fXzNFsV9UzLQgj4Tt\n-----END PRIVATE KEY-----\n";
+
+/// Longest RTMP message the `rtmp` target's session takes: small, so the limits on
+/// half-received messages are reached within one input.
+const RTMP_MAX_MESSAGE: usize = 8192;
+
+/// RTMP after the handshake (chunking, AMF0, the publish command flow), the bytes
+/// arriving in a few pieces, every publish request accepted: no panic, at most two
+/// messages' worth held, replies bounded by what came in. And AMF0 alone: what decodes
+/// re-encodes to bytes that decode to the same.
+fn rtmp(data: &[u8]) {
+    use shoal_node::rtmp::amf;
+    use shoal_node::rtmp::session::{Event, Session};
+
+    if let Ok(values) = amf::decode_all(Bytes::copy_from_slice(data)) {
+        assert!(values.len() <= data.len(), "more values than bytes");
+        let encode = |values: &[amf::Value]| {
+            let mut out = Vec::new();
+            for v in values {
+                amf::encode(v, &mut out);
+            }
+            out
+        };
+        let once = encode(&values);
+        let again = amf::decode_all(Bytes::from(once.clone())).expect("re-encoded AMF0 decodes");
+        assert_eq!(encode(&again), once, "AMF0 re-encoding not stable");
+    }
+
+    // Split points from the input's own bytes, so a seed stays whole when mutated.
+    let len = data.len();
+    let mut cuts = [
+        len / 3,
+        len * usize::from(data.get(len / 2).copied().unwrap_or(0)) / 256,
+        len - len / 7,
+    ];
+    cuts.sort_unstable();
+    let mut s = Session::new(RTMP_MAX_MESSAGE);
+    let mut buf = bytes::BytesMut::new();
+    let mut output = 0usize;
+    let mut from = 0;
+    for to in cuts.into_iter().chain([len]) {
+        buf.extend_from_slice(&data[from..to]);
+        from = to;
+        loop {
+            let before = buf.len();
+            let result = s.receive(&mut buf);
+            assert!(
+                s.buffered() <= 2 * RTMP_MAX_MESSAGE,
+                "{} bytes held in half-received messages",
+                s.buffered()
+            );
+            let Ok(events) = result else {
+                output += s.take_output().len();
+                assert!(output <= 64 * 1024 + 64 * len, "{output} bytes of replies");
+                return;
+            };
+            for event in events {
+                match event {
+                    Event::Publish {
+                        name, stream_id, ..
+                    } => s.accept_publish(stream_id, &name),
+                    Event::Media { body, .. } => assert!(!body.is_empty(), "empty media"),
+                    Event::Metadata(_) | Event::Unpublish => {}
+                }
+            }
+            output += s.take_output().len();
+            assert!(output <= 64 * 1024 + 64 * len, "{output} bytes of replies");
+            if buf.len() == before || buf.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+fn rtmp_seeds() -> Vec<Vec<u8>> {
+    use shoal_node::rtmp::amf::{self, Value};
+    use shoal_node::rtmp::chunk::{Encoder, Message};
+
+    let message =
+        |csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload: Vec<u8>| Message {
+            csid,
+            timestamp,
+            type_id,
+            stream_id,
+            payload: payload.into(),
+        };
+    let command = |values: &[Value]| {
+        let mut p = Vec::new();
+        for v in values {
+            amf::encode(v, &mut p);
+        }
+        p
+    };
+    let key = || amf::string("cam?key=k");
+
+    // A publish as OBS runs it: Set Chunk Size, connect, releaseStream, FCPublish,
+    // createStream, publish, metadata, media (a keyframe longer than a chunk, past 2^24
+    // ms: extended timestamps on its type 3 chunk too), FCUnpublish, deleteStream.
+    let mut enc = Encoder::default();
+    let mut flow = Vec::new();
+    enc.encode(
+        &message(2, 0, 1, 0, 4096u32.to_be_bytes().to_vec()),
+        &mut flow,
+    );
+    enc.set_chunk_size(4096);
+    let calls = [
+        vec![
+            amf::string("connect"),
+            Value::Number(1.0),
+            amf::object([
+                ("app", amf::string("live")),
+                ("type", amf::string("nonprivate")),
+                ("flashVer", amf::string("FMLE/3.0 (compatible; FMSc/1.0)")),
+                ("tcUrl", amf::string("rtmp://127.0.0.1:1935/live")),
+            ]),
+        ],
+        vec![
+            amf::string("releaseStream"),
+            Value::Number(2.0),
+            Value::Null,
+            key(),
+        ],
+        vec![
+            amf::string("FCPublish"),
+            Value::Number(3.0),
+            Value::Null,
+            key(),
+        ],
+        vec![amf::string("createStream"), Value::Number(4.0), Value::Null],
+    ];
+    for call in &calls {
+        enc.encode(&message(3, 0, 20, 0, command(call)), &mut flow);
+    }
+    let publish = command(&[
+        amf::string("publish"),
+        Value::Number(5.0),
+        Value::Null,
+        key(),
+        amf::string("live"),
+    ]);
+    enc.encode(&message(8, 0, 20, 1, publish), &mut flow);
+    // @setDataFrame("onMetaData", ECMA array) as ffmpeg writes it.
+    let mut meta = command(&[amf::string("@setDataFrame"), amf::string("onMetaData")]);
+    meta.extend_from_slice(&[0x08, 0, 0, 0, 2]);
+    for (k, v) in [("width", 1280.0f64), ("height", 720.0)] {
+        meta.extend_from_slice(&(k.len() as u16).to_be_bytes());
+        meta.extend_from_slice(k.as_bytes());
+        meta.push(0x00);
+        meta.extend_from_slice(&v.to_be_bytes());
+    }
+    meta.extend_from_slice(&[0, 0, 9]);
+    enc.encode(&message(4, 0, 18, 1, meta), &mut flow);
+    let config = vec![
+        0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 4, 0x68,
+        0xee, 0x3c, 0x80,
+    ];
+    enc.encode(&message(6, 0, 9, 1, config), &mut flow);
+    enc.encode(&message(4, 0, 8, 1, vec![0xaf, 0, 0x12, 0x10]), &mut flow);
+    let mut keyframe = vec![0x17, 1, 0, 0, 0, 0, 0, 0x13, 0x83, 0x65];
+    keyframe.extend((0..5000u32).map(|i| (i * 7) as u8));
+    enc.encode(&message(6, 0x0100_0000, 9, 1, keyframe), &mut flow);
+    enc.encode(
+        &message(4, 0x0100_0010, 8, 1, vec![0xaf, 1, 0x21, 0x1b, 0x94]),
+        &mut flow,
+    );
+    let unpublish = [
+        vec![
+            amf::string("FCUnpublish"),
+            Value::Number(6.0),
+            Value::Null,
+            key(),
+        ],
+        vec![
+            amf::string("deleteStream"),
+            Value::Number(7.0),
+            Value::Null,
+            Value::Number(1.0),
+        ],
+    ];
+    for call in &unpublish {
+        enc.encode(&message(3, 0, 20, 0, command(call)), &mut flow);
+    }
+
+    // Compressed headers and the long chunk stream ids: a connect, a Window Ack Size
+    // (acknowledgements), a ping, audio on chunk stream 74 (two-byte basic header) as
+    // type 0, 2 and 3, a message on chunk stream 400 (three bytes) aborted half way, an
+    // AMF3 command, and a type 3 chunk starting a message after a type 0.
+    let mut odd = Vec::new();
+    let enc = Encoder::default();
+    enc.encode(&message(3, 0, 20, 0, command(&calls[0])), &mut odd);
+    enc.encode(
+        &message(2, 0, 5, 0, 100u32.to_be_bytes().to_vec()),
+        &mut odd,
+    );
+    enc.encode(&message(2, 0, 4, 0, vec![0, 6, 0, 0, 0, 9]), &mut odd);
+    odd.extend_from_slice(&[0x00, 10, 0, 0, 5, 0, 0, 4, 8, 1, 0, 0, 0, 0xaf, 1, 2, 3]);
+    odd.extend_from_slice(&[0x80, 10, 0, 0, 23, 0xaf, 1, 4, 5]);
+    odd.extend_from_slice(&[0xc0, 10, 0xaf, 1, 6, 7]);
+    odd.extend_from_slice(&[0x01, 0x50, 0x01, 0, 0, 0, 0, 1, 0, 9, 1, 0, 0, 0]);
+    odd.extend_from_slice(&[0x17; 128]);
+    enc.encode(
+        &message(2, 0, 2, 0, 400u32.to_be_bytes().to_vec()),
+        &mut odd,
+    );
+    let mut amf3 = vec![0];
+    amf3.extend(command(&calls[3]));
+    enc.encode(&message(3, 0, 17, 0, amf3), &mut odd);
+    odd.extend_from_slice(&[0x07, 0, 0, 40, 0, 0, 2, 8, 1, 0, 0, 0, 0xaf, 1]);
+    odd.extend_from_slice(&[0xc7, 0xaf, 1]);
+
+    vec![
+        flow,
+        odd,
+        command(&calls[0]),
+        command(&[amf::string("x"), Value::Array(vec![Value::Bool(true)])]),
+    ]
+}
+
+/// Largest PES the `ts_demux` target's demuxer takes: small, so inputs reach the limit.
+const TS_MAX_PES: usize = 4096;
+
+/// Everything a demuxer gives for `data` pushed in pieces of the sizes `sizes` cycles
+/// through, then finished; checks after each push that the bytes held stay within the
+/// limit and the frame data within what came in.
+fn ts_demux_run(
+    data: &[u8],
+    sizes: &[usize],
+) -> (
+    Vec<shoal_node::media::demux::Demuxed>,
+    Vec<shoal_node::media::MediaError>,
+) {
+    use shoal_node::media::demux::{Demuxed, TsDemuxer};
+    let mut d = TsDemuxer::new(TS_MAX_PES);
+    let (mut items, mut errors) = (Vec::new(), Vec::new());
+    let (mut fed, mut frame_bytes, mut configs) = (0usize, 0usize, 0usize);
+    let mut take = |(found, errs): (Vec<Demuxed>, Vec<_>), fed: usize, d: &TsDemuxer| {
+        for item in &found {
+            match item {
+                Demuxed::Frame(Frame::Video { avcc, .. }) => frame_bytes += avcc.len(),
+                Demuxed::Frame(Frame::Audio { raw, .. }) => frame_bytes += raw.len(),
+                Demuxed::VideoConfig(_) | Demuxed::AudioConfig(_) => configs += 1,
+            }
+        }
+        // A NAL unit's 4-byte length replaces a start code of at least 3 bytes, and a
+        // NAL unit has at least 1: 5 bytes out for 4 in at most.
+        assert!(
+            frame_bytes <= fed + fed / 4 + 8,
+            "{frame_bytes} bytes of frames from {fed} bytes"
+        );
+        // A config comes with a PES (a transport packet at least) or an ADTS frame (8
+        // bytes at least).
+        assert!(configs <= fed / 8 + 2, "{configs} configs from {fed} bytes");
+        assert!(
+            d.buffered() <= TS_MAX_PES * 3 + 188,
+            "{} bytes buffered",
+            d.buffered()
+        );
+        items.extend(found);
+        errors.extend(errs);
+    };
+    let mut rest = data;
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, tail) = rest.split_at((*size).min(rest.len()));
+        rest = tail;
+        fed += piece.len();
+        let found = d.push(piece);
+        take(found, fed, &d);
+    }
+    let found = d.finish();
+    take(found, fed, &d);
+    assert_eq!(d.buffered(), 0, "held after finish");
+    (items, errors)
+}
+
+/// An encoder's MPEG-TS, as SRT ingest takes it: no panic, at most a partial packet,
+/// two PES and the frames held at the start buffered at any time, frame data bounded by
+/// the input, and the same result whatever the split (whole; in pieces whose sizes come
+/// from the input).
+pub fn ts_demux(data: &[u8]) {
+    let whole = ts_demux_run(data, &[data.len().max(1)]);
+    let first = usize::from(data.first().copied().unwrap_or(0));
+    let sizes = [1 + first % 13, 188, 1316, 7, 189, 1 + first];
+    let pieces = ts_demux_run(data, &sizes);
+    assert!(whole == pieces, "a different result in pieces");
+}
+
+/// Transport streams from the muxer: video and audio with tables repeated, audio only,
+/// a PMT listing streams Shoal does not carry, and a PES over the limit.
+fn ts_demux_seeds() -> Vec<Vec<u8>> {
+    use shoal_node::media::ts::{TsMuxer, crc32};
+    let annex_b = |nals: &[&[u8]]| {
+        let mut v = vec![0, 0, 0, 1, 0x09, 0xF0];
+        for nal in nals {
+            v.extend_from_slice(&[0, 0, 1]);
+            v.extend_from_slice(nal);
+        }
+        v
+    };
+    let idr: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x33, 0xff];
+    let sei: &[u8] = &[0x06, 0x05, 0x02, 0xdc, 0x45, 0x80];
+    let slice: &[u8] = &[0x41, 0x9a, 0x21, 0x6c, 0x42];
+    let keyframe = annex_b(&[FLV_SPS, FLV_PPS, sei, idr]);
+    let config = aac::parse_config(&[0x12, 0x10]).expect("valid config");
+    let adts = |sizes: &[usize]| {
+        let mut v = Vec::new();
+        for &size in sizes {
+            v.extend_from_slice(&config.adts_header(size).expect("fits"));
+            v.extend(std::iter::repeat_n(0x21, size));
+        }
+        v
+    };
+
+    let mut av = Vec::new();
+    let mut m = TsMuxer::new(true, true);
+    m.write_tables(&mut av);
+    m.write_video(129_000, 126_000, true, &keyframe, &mut av);
+    m.write_audio(125_000, &adts(&[20, 30]), &mut av);
+    m.write_video(135_000, 129_000, false, &annex_b(&[slice]), &mut av);
+    m.write_audio(129_600, &adts(&[25]), &mut av);
+    m.write_tables(&mut av);
+    m.write_video(132_000, 132_000, true, &keyframe, &mut av);
+    m.write_video(
+        (1 << 33) - 10,
+        (1 << 33) - 10,
+        false,
+        &annex_b(&[slice]),
+        &mut av,
+    );
+
+    let mut audio = Vec::new();
+    let mut m = TsMuxer::new(false, true);
+    m.write_tables(&mut audio);
+    m.write_audio(0, &adts(&[10, 10, 10]), &mut audio);
+    m.write_audio(6270, &adts(&[40]), &mut audio);
+
+    // PAT of program 1 on PID 0x1000, and a PMT listing HEVC, H.264, AC-3 and AAC.
+    let mut others = Vec::new();
+    let mut m = TsMuxer::new(true, true);
+    m.write_tables(&mut others);
+    others.truncate(188);
+    let mut pmt = vec![0x02, 0, 0, 0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0x00];
+    for (stream_type, pid, descriptors) in [
+        (0x24u8, 0x200u16, &[][..]),
+        (0x1B, 0x100, &[]),
+        (0x06, 0x201, &[0x6A, 0x01, 0x00]),
+        (0x0F, 0x101, &[]),
+    ] {
+        pmt.push(stream_type);
+        pmt.extend_from_slice(&(0xE000 | pid).to_be_bytes());
+        pmt.extend_from_slice(&(0xF000 | descriptors.len() as u16).to_be_bytes());
+        pmt.extend_from_slice(descriptors);
+    }
+    let len = (pmt.len() - 3 + 4) as u16;
+    pmt[1] = 0xB0 | (len >> 8) as u8;
+    pmt[2] = len as u8;
+    let crc = crc32(&pmt);
+    pmt.extend_from_slice(&crc.to_be_bytes());
+    let mut packet = vec![0x47, 0x50, 0x00, 0x10, 0x00];
+    packet.extend_from_slice(&pmt);
+    packet.resize(188, 0xFF);
+    others.extend_from_slice(&packet);
+    let mut m = TsMuxer::new(true, true);
+    let mut media = Vec::new();
+    m.write_video(0, 0, true, &keyframe, &mut media);
+    m.write_audio(0, &adts(&[20]), &mut media);
+    others.extend_from_slice(&media);
+
+    let mut large = Vec::new();
+    let mut m = TsMuxer::new(true, false);
+    m.write_tables(&mut large);
+    m.write_video(0, 0, true, &keyframe, &mut large);
+    let big: Vec<u8> = [&annex_b(&[slice])[..], &[0x5A; 5000]].concat();
+    m.write_video(3000, 3000, false, &big, &mut large);
+    m.write_video(6000, 6000, false, &annex_b(&[slice]), &mut large);
+
+    vec![av, audio, others, large]
+}

@@ -380,6 +380,43 @@ impl Encoder {
         Ok(Self { child })
     }
 
+    /// Starts `ffmpeg -re` pushing `seconds` of 640x360 30 fps H.264 + AAC as MPEG-TS over
+    /// SRT (caller mode) to `addr`, with `stream_id` as its `streamid` (e.g.
+    /// `#!::r=STREAM,m=publish,s=KEY`).
+    pub fn push_srt(addr: SocketAddr, stream_id: &str, seconds: u32) -> anyhow::Result<Self> {
+        let child = Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size=640x360:rate=30:duration={seconds}"),
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("sine=frequency=440:duration={seconds}"),
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
+            .args(["-c:a", "aac", "-b:a", "96k", "-shortest", "-f", "mpegts"])
+            .arg(format!("srt://{addr}?streamid={stream_id}&latency=200000"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("ffmpeg not found: apt-get install -y ffmpeg")?;
+        Ok(Self { child })
+    }
+
     /// Kills the encoder at once (SIGKILL): its connection drops without a goodbye.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -172,6 +172,7 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
             "http": node.http_addr.to_string(),
             "data": node.data_addr.to_string(),
             "rtmp": node.rtmp_addr.map(|a| a.to_string()),
+            "srt": node.srt_addr.lock().expect("poisoned").map(|a| a.to_string()),
             "p2p": node.p2p_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         },
         "cert_fingerprint": node.fingerprint.to_hex(),

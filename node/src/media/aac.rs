@@ -48,6 +48,16 @@ pub fn parse_config(asc: &[u8]) -> Result<AacConfig, MediaError> {
         ));
     }
     let channel_config = r.bits(4).ok_or(MediaError::Truncated(WHAT))?;
+    config(object_type, frequency_index, channel_config)
+}
+
+/// The config of the fields an AudioSpecificConfig or an ADTS header holds, if ADTS can
+/// carry it.
+fn config(
+    object_type: u32,
+    frequency_index: u32,
+    channel_config: u32,
+) -> Result<AacConfig, MediaError> {
     if !(1..=4).contains(&object_type) {
         return Err(MediaError::Unsupported(format!(
             "AAC object type {object_type} ({}): ADTS carries only AAC Main, LC, SSR and LTP",
@@ -97,6 +107,22 @@ fn object_type_name(object_type: u32) -> &'static str {
 }
 
 impl AacConfig {
+    /// The config an ADTS header states: its 2-bit `profile` (the object type minus 1),
+    /// 4-bit sampling frequency index and 3-bit channel configuration. Errors as
+    /// [`parse_config`] does: a reserved or explicit frequency index is invalid, channel
+    /// configuration 0 (a program config element) unsupported.
+    pub fn from_adts(
+        profile: u8,
+        frequency_index: u8,
+        channel_config: u8,
+    ) -> Result<AacConfig, MediaError> {
+        config(
+            u32::from(profile) + 1,
+            frequency_index.into(),
+            channel_config.into(),
+        )
+    }
+
     /// The RFC 6381 codec string of an HLS `CODECS` attribute: `mp4a.40.{object_type}`.
     pub fn codec(&self) -> String {
         format!("mp4a.40.{}", self.object_type)
@@ -182,6 +208,21 @@ mod tests {
         );
         assert!(c.adts_header(8191 - 6).is_err());
         assert!(c.adts_header(usize::MAX).is_err());
+    }
+
+    #[test]
+    fn reads_adts_fields() {
+        // LC (profile 1), 44.1 kHz (index 4), stereo.
+        assert_eq!(AacConfig::from_adts(1, 4, 2), parse_config(&[0x12, 0x10]));
+        let c = AacConfig::from_adts(0, 3, 7).unwrap();
+        assert_eq!((c.object_type, c.sample_rate, c.channels), (1, 48_000, 8));
+        assert!(AacConfig::from_adts(1, 13, 2).is_err());
+        assert!(AacConfig::from_adts(1, 15, 2).is_err());
+        assert!(matches!(
+            AacConfig::from_adts(1, 4, 0),
+            Err(MediaError::Unsupported(_))
+        ));
+        assert!(AacConfig::from_adts(1, 4, 8).is_err());
     }
 
     #[test]

@@ -116,6 +116,61 @@ fn parameter_sets(
     Ok(sets)
 }
 
+/// Most sequence parameter sets an AVCDecoderConfigurationRecord holds (5-bit count).
+const MAX_SPS: usize = 31;
+/// Most picture parameter sets an AVCDecoderConfigurationRecord holds (8-bit count).
+const MAX_PPS: usize = 255;
+
+/// The config of parameter sets carried in the stream itself, as MPEG-TS carries them:
+/// profile, constraint flags and level from bytes 1 to 3 of the first SPS, 4-byte NAL
+/// lengths, the picture size as [`parse_config`] reads it. Errors if there is no SPS or
+/// no PPS, a set is not of its NAL type, the first SPS is shorter than 4 bytes, or there
+/// are more or longer sets than an AVCDecoderConfigurationRecord can hold.
+pub fn from_parameter_sets(sps: Vec<Bytes>, pps: Vec<Bytes>) -> Result<AvcConfig, MediaError> {
+    check_sets(&sps, NAL_SPS, MAX_SPS, "SPS")?;
+    check_sets(&pps, NAL_PPS, MAX_PPS, "PPS")?;
+    let first = sps
+        .first()
+        .ok_or(MediaError::Invalid("AVC config without an SPS"))?;
+    if pps.is_empty() {
+        return Err(MediaError::Invalid("AVC config without a PPS"));
+    }
+    let [_, profile, compatibility, level, ..] = first[..] else {
+        return Err(MediaError::Truncated("SPS"));
+    };
+    let (width, height) = sps::picture_size(first).unwrap_or((0, 0));
+    Ok(AvcConfig {
+        profile,
+        compatibility,
+        level,
+        nal_length_size: 4,
+        sps,
+        pps,
+        width,
+        height,
+    })
+}
+
+/// Checks parameter sets for a config: at most `max`, each of NAL type `nal_type` and
+/// short enough for a 16-bit length.
+fn check_sets(
+    sets: &[Bytes],
+    nal_type: u8,
+    max: usize,
+    what: &'static str,
+) -> Result<(), MediaError> {
+    if sets.len() > max {
+        return Err(MediaError::Invalid(what));
+    }
+    for set in sets {
+        match set.first() {
+            Some(header) if header & 0x1F == nal_type && set.len() <= usize::from(u16::MAX) => {}
+            _ => return Err(MediaError::Invalid(what)),
+        }
+    }
+    Ok(())
+}
+
 impl AvcConfig {
     /// The RFC 6381 codec string of an HLS `CODECS` attribute: `avc1.PPCCLL`.
     pub fn codec(&self) -> String {
@@ -313,6 +368,30 @@ pub(crate) mod tests {
             parse_config(&bad),
             Err(MediaError::Invalid("AVC NAL length size"))
         );
+    }
+
+    #[test]
+    fn builds_a_config_from_parameter_sets() {
+        let sets = |s: &[&[u8]]| s.iter().map(|n| Bytes::copy_from_slice(n)).collect();
+        let c = from_parameter_sets(sets(&[SPS_720P]), sets(&[PPS_720P])).unwrap();
+        assert_eq!(c, parse_config(&record(SPS_720P, PPS_720P)).unwrap());
+        let c = from_parameter_sets(sets(&[SPS_360P_BASELINE]), sets(&[PPS_360P_BASELINE]));
+        assert_eq!(c.unwrap().codec(), "avc1.42c01e");
+        // An SPS too short for its profile and level; one whose size cannot be read.
+        assert_eq!(
+            from_parameter_sets(sets(&[&SPS_720P[..3]]), sets(&[PPS_720P])),
+            Err(MediaError::Truncated("SPS"))
+        );
+        let c = from_parameter_sets(sets(&[&SPS_720P[..6]]), sets(&[PPS_720P])).unwrap();
+        assert_eq!((c.width, c.height, c.level), (0, 0, 31));
+        // Missing, swapped, empty or too many sets.
+        assert!(from_parameter_sets(vec![], sets(&[PPS_720P])).is_err());
+        assert!(from_parameter_sets(sets(&[SPS_720P]), vec![]).is_err());
+        assert!(from_parameter_sets(sets(&[PPS_720P]), sets(&[SPS_720P])).is_err());
+        assert!(from_parameter_sets(sets(&[SPS_720P]), sets(&[&[]])).is_err());
+        assert!(from_parameter_sets(sets(&[SPS_720P; 32]), sets(&[PPS_720P])).is_err());
+        let long = Bytes::from([PPS_720P, &[0u8; 65_536]].concat());
+        assert!(from_parameter_sets(sets(&[SPS_720P]), vec![long]).is_err());
     }
 
     fn avcc(nals: &[&[u8]]) -> Vec<u8> {

@@ -7,6 +7,7 @@
 //! - [`aac`] reads the AAC AudioSpecificConfig and writes ADTS headers.
 //! - [`ts`] muxes access units and ADTS frames into 188-byte transport packets.
 //! - [`segmenter`] decides where segments start and holds the open one.
+//! - [`demux`] reads an MPEG-TS stream (SRT ingest) back into codec configs and frames.
 //!
 //! Every parser here reads untrusted bytes: no input panics, every length read is checked
 //! against what is left, and outputs are bounded by their inputs.
@@ -14,7 +15,9 @@
 pub mod aac;
 pub mod avc;
 mod bits;
+pub mod demux;
 pub mod flv;
+pub mod fmp4;
 pub mod segmenter;
 mod sps;
 pub mod ts;

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 
 /// Chunk size every RTMP peer starts with.
 pub const DEFAULT_CHUNK_SIZE: usize = 128;
-/// Largest chunk size a peer may set: a message is at most 2^24 - 1 bytes long anyway.
+/// Largest chunk size used: a message is at most 2^24 - 1 bytes long, so a peer's larger
+/// size (it may set up to 2^31 - 1) means the same.
 pub const MAX_CHUNK_SIZE: usize = 1 << 24;
 /// Chunk streams with a message half received at once. Encoders use 3-6.
 pub const MAX_OPEN_STREAMS: usize = 32;
@@ -37,7 +38,7 @@ pub enum ChunkError {
     /// A message longer than this side accepts.
     #[error("message of {0} bytes exceeds the limit of {1}")]
     TooLong(usize, usize),
-    /// A chunk size of 0, or above [`MAX_CHUNK_SIZE`] (or with the top bit set).
+    /// A chunk size of 0, or with the top bit set.
     #[error("chunk size {0} out of range")]
     ChunkSize(u32),
     /// A type 1-3 header on a chunk stream that never had a type 0.
@@ -59,7 +60,10 @@ struct ChunkStream {
     length: usize,
     type_id: u8,
     stream_id: u32,
+    /// The message's first chunk had an extended timestamp (its other chunks repeat it).
     extended: bool,
+    /// That extended timestamp.
+    ext_value: u32,
     started: bool,
     partial: Option<BytesMut>,
 }
@@ -70,7 +74,10 @@ pub struct Decoder {
     chunk_size: usize,
     max_message: usize,
     streams: HashMap<u32, ChunkStream>,
+    /// Bytes in the partial messages.
     buffered: usize,
+    /// Chunk streams with a partial message.
+    open: usize,
 }
 
 impl Decoder {
@@ -81,26 +88,34 @@ impl Decoder {
             max_message,
             streams: HashMap::new(),
             buffered: 0,
+            open: 0,
         }
     }
 
-    /// The peer's chunk size changed (its Set Chunk Size message).
+    /// The peer's chunk size changed (its Set Chunk Size message): 1 to 2^31 - 1.
     pub fn set_chunk_size(&mut self, size: u32) -> Result<(), ChunkError> {
-        if size == 0 || size as usize > MAX_CHUNK_SIZE {
+        if size == 0 || size > 0x7fff_ffff {
             return Err(ChunkError::ChunkSize(size));
         }
-        self.chunk_size = size as usize;
+        self.chunk_size = (size as usize).min(MAX_CHUNK_SIZE);
         Ok(())
+    }
+
+    /// Takes messages of up to `max_message` bytes from now on (never below the limit
+    /// it had: what is held was judged against that).
+    pub fn raise_max_message(&mut self, max_message: usize) {
+        self.max_message = self.max_message.max(max_message);
     }
 
     /// Drops the half-received message on chunk stream `csid` (the peer's Abort).
     pub fn abort(&mut self, csid: u32) {
         if let Some(partial) = self.streams.get_mut(&csid).and_then(|s| s.partial.take()) {
             self.buffered -= partial.len();
+            self.open -= 1;
         }
     }
 
-    /// Bytes held in half-received messages.
+    /// Bytes held in half-received messages (never more than twice the longest message).
     pub fn buffered(&self) -> usize {
         self.buffered
     }
@@ -121,20 +136,29 @@ impl Decoder {
             if fmt != 0 && !stream.is_some_and(|s| s.started) {
                 return Err(ChunkError::NoHeader(csid));
             }
+            let was_open = stream.is_some_and(|s| s.partial.is_some());
+            // A type 3 header continues the partial message; any other starts a new one
+            // (type 0-2 drop a partial one).
+            let continuing = fmt == 3 && was_open;
             let ts_field = if fmt < 3 { u24(&h[0..3]) } else { 0 };
             let extended = match fmt {
                 3 => stream.is_some_and(|s| s.extended),
                 _ => ts_field == 0xff_ffff,
             };
-            let ext_len = if extended { 4 } else { 0 };
-            let total_header = header_len + mh_len + ext_len;
-            if buf.len() < total_header {
-                return Ok(None);
+            let mut at = header_len + mh_len;
+            let mut ext = None;
+            if extended {
+                if buf.len() < at + 4 {
+                    return Ok(None);
+                }
+                let value = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+                // Old librtmp and ffmpeg leave it out of a message's later chunks: there,
+                // four bytes other than the first chunk's value are payload.
+                if !continuing || stream.is_some_and(|s| s.ext_value == value) {
+                    ext = Some(value);
+                    at += 4;
+                }
             }
-            let ext = extended.then(|| {
-                let at = header_len + mh_len;
-                u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
-            });
             let length = match fmt {
                 0 | 1 => u24(&h[3..6]) as usize,
                 _ => stream.map_or(0, |s| s.length),
@@ -142,30 +166,37 @@ impl Decoder {
             if length > self.max_message {
                 return Err(ChunkError::TooLong(length, self.max_message));
             }
-            let continuing = stream.is_some_and(|s| s.partial.is_some());
-            let have = stream
+            let old = stream
                 .and_then(|s| s.partial.as_ref())
                 .map_or(0, BytesMut::len);
-            // A type 0-2 header starts a new message, dropping any partial one.
-            let have = if fmt < 3 { 0 } else { have };
-            let piece = (length - have.min(length)).min(self.chunk_size);
-            if buf.len() < total_header + piece {
+            let have = if continuing { old } else { 0 };
+            let piece = length.saturating_sub(have).min(self.chunk_size);
+            if buf.len() < at + piece {
                 return Ok(None);
             }
-            // The whole chunk is here: apply its header.
-            if !self.streams.contains_key(&csid) && self.streams.len() >= MAX_OPEN_STREAMS * 4 {
-                // Chunk stream ids are cheap to invent; their state is not.
-                self.streams.retain(|_, s| s.partial.is_some());
-                if self.streams.len() >= MAX_OPEN_STREAMS * 4 {
+            // The whole chunk is here. Refuse it if the partial messages would grow past
+            // their limits, before anything is kept.
+            let complete = have + piece >= length;
+            if !complete {
+                if self.open - usize::from(was_open) >= MAX_OPEN_STREAMS {
                     return Err(ChunkError::TooManyOpen);
                 }
+                if self.buffered - (old - have) + piece > 2 * self.max_message {
+                    return Err(ChunkError::Buffered(2 * self.max_message));
+                }
+            }
+            if stream.is_none() && self.streams.len() >= MAX_OPEN_STREAMS * 4 {
+                // Chunk stream ids are cheap to invent; their state is not.
+                self.streams.retain(|_, s| s.partial.is_some());
             }
             let s = self.streams.entry(csid).or_default();
             let ts = ext.unwrap_or(ts_field);
             match fmt {
+                // A type 3 header after a type 0 adds the type 0's timestamp (RTMP 1.0
+                // 5.3.1.2.4; ffmpeg writes it so).
                 0 => {
                     s.timestamp = ts;
-                    s.delta = 0;
+                    s.delta = ts;
                     s.length = length;
                     s.type_id = h[6];
                     s.stream_id = u32::from_le_bytes([h[7], h[8], h[9], h[10]]);
@@ -180,26 +211,36 @@ impl Decoder {
                     s.delta = ts;
                     s.timestamp = s.timestamp.wrapping_add(ts);
                 }
-                _ => {
-                    if !continuing {
-                        s.timestamp = s.timestamp.wrapping_add(s.delta);
-                    }
+                _ if !continuing => {
+                    // A new message repeating the last delta; past 2^24 - 1, the one
+                    // its extended timestamp holds.
+                    s.delta = ext.unwrap_or(s.delta);
+                    s.timestamp = s.timestamp.wrapping_add(s.delta);
                 }
+                _ => {}
             }
             if fmt < 3 {
                 s.extended = extended;
-                if let Some(old) = s.partial.take() {
-                    self.buffered -= old.len();
-                }
+            }
+            if let (Some(value), false) = (ext, continuing) {
+                s.ext_value = value;
             }
             s.started = true;
-            let data = &buf[total_header..total_header + piece];
-            let mut partial = s.partial.take().unwrap_or_default();
-            partial.put_slice(data);
-            self.buffered += piece;
-            buf.advance(total_header + piece);
-            if partial.len() >= s.length {
-                self.buffered -= partial.len();
+            let mut partial = match s.partial.take() {
+                Some(p) if continuing => p,
+                Some(p) => {
+                    self.buffered -= p.len();
+                    BytesMut::new()
+                }
+                None => BytesMut::new(),
+            };
+            if was_open {
+                self.open -= 1;
+            }
+            partial.put_slice(&buf[at..at + piece]);
+            buf.advance(at + piece);
+            if complete {
+                self.buffered -= have;
                 return Ok(Some(Message {
                     csid,
                     timestamp: s.timestamp,
@@ -208,18 +249,9 @@ impl Decoder {
                     payload: partial.freeze(),
                 }));
             }
+            self.buffered += piece;
+            self.open += 1;
             s.partial = Some(partial);
-            let open = self
-                .streams
-                .values()
-                .filter(|s| s.partial.is_some())
-                .count();
-            if open > MAX_OPEN_STREAMS {
-                return Err(ChunkError::TooManyOpen);
-            }
-            if self.buffered > 2 * self.max_message {
-                return Err(ChunkError::Buffered(2 * self.max_message));
-            }
         }
     }
 }
@@ -392,5 +424,57 @@ mod tests {
             err,
             ChunkError::TooManyOpen | ChunkError::Buffered(_)
         ));
+    }
+
+    #[test]
+    fn type_3_after_type_0_repeats_its_timestamp_as_the_delta() {
+        // ffmpeg: a type 0 at 23 ms, then a same-sized message 23 ms later as type 3.
+        let mut wire = vec![0x04, 0, 0, 23, 0, 0, 1, 8, 1, 0, 0, 0, 0xaa];
+        wire.extend_from_slice(&[0xc4, 0xbb]);
+        // Past 2^24 - 1 ms: a type 1 whose delta is extended, then a type 3 with its own.
+        wire.extend_from_slice(&[0x44, 0xff, 0xff, 0xff, 0, 0, 1, 8, 0x01, 0, 0, 0, 0xcc]);
+        wire.extend_from_slice(&[0xc4, 0x01, 0, 0, 1, 0xdd]);
+        let got = decode_all(&mut Decoder::new(1024), &wire, 1);
+        let ts: Vec<u32> = got.iter().map(|m| m.timestamp).collect();
+        assert_eq!(ts, vec![23, 46, 46 + 0x0100_0000, 47 + 0x0200_0000]);
+    }
+
+    #[test]
+    fn chunk_sizes_up_to_2_31_are_taken() {
+        let mut d = Decoder::new(1 << 20);
+        assert_eq!(d.set_chunk_size(0x7fff_ffff), Ok(()));
+        let mut enc = Encoder::default();
+        enc.set_chunk_size(MAX_CHUNK_SIZE);
+        let m = message(4, 7, 100_000);
+        let mut wire = Vec::new();
+        enc.encode(&m, &mut wire);
+        assert_eq!(decode_all(&mut d, &wire, 4096), vec![m]);
+    }
+
+    #[test]
+    fn continuation_without_its_extended_timestamp() {
+        // Old librtmp: the type 3 chunk of a message at 2^24 ms lacks the 4 bytes.
+        let m = message(4, 0x0100_0000, 200);
+        let mut wire = vec![0x04, 0xff, 0xff, 0xff, 0, 0, 200, 9, 1, 0, 0, 0, 1, 0, 0, 0];
+        wire.extend_from_slice(&m.payload[..128]);
+        wire.push(0xc4);
+        wire.extend_from_slice(&m.payload[128..]);
+        assert_eq!(decode_all(&mut Decoder::new(1024), &wire, 1), vec![m]);
+    }
+
+    #[test]
+    fn buffered_bytes_never_pass_the_limit() {
+        let mut d = Decoder::new(1000);
+        d.set_chunk_size(999).unwrap();
+        let mut buf = BytesMut::new();
+        for csid in 3..6u8 {
+            buf.extend_from_slice(&[csid, 0, 0, 0, 0, 3, 0xe8, 9, 1, 0, 0, 0]);
+            buf.extend_from_slice(&[0; 999]);
+        }
+        assert_eq!(d.decode(&mut buf), Err(ChunkError::Buffered(2000)));
+        assert_eq!(d.buffered(), 1998);
+        d.abort(3);
+        d.abort(4);
+        assert_eq!(d.buffered(), 0);
     }
 }

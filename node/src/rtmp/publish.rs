@@ -1,26 +1,15 @@
-//! One stream being published over RTMP: the stream key's check, FLV tags to frames,
-//! frames to segments (the node's segmenter), segments into the mesh (the same path as
-//! HTTP ingest: numbering that continues the mesh's, source election, signing).
+//! One stream being published over RTMP: the stream key's check, and FLV tags (with
+//! RTMP's 32-bit clock) translated into frames for the stream's [`Publisher`].
 
-use crate::announce::{self, Delivered};
-use crate::encoders::{EncoderInfo, Registration};
-use crate::ingest::Ready;
-use crate::media::segmenter::{Frame, Limits, Segment, Segmenter};
+use crate::media::segmenter::Frame;
 use crate::media::{MediaError, aac, avc, flv};
-use crate::metrics::add;
-use crate::node::{Shared, unix_millis};
+use crate::node::Shared;
+use crate::publisher::Publisher;
 use crate::rtmp::amf::Value;
 use bytes::Bytes;
-use shoal_protocol::segment::Container;
 use shoal_protocol::stream;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
-
-/// How often a live publisher tells the core its encoder is still there. The claim
-/// lapses after seconds; the encoder sends many frames a second.
-const ACTIVITY_EVERY: Duration = Duration::from_millis(500);
 
 /// Why a publish request was refused: an RTMP status code and a description.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,212 +65,91 @@ impl Clock {
     }
 }
 
-/// The publishing side of one RTMP connection.
-pub struct Publisher {
-    name: stream::Name,
-    registration: Registration,
-    segmenter: Segmenter,
+/// An RTMP publish: FLV tags translated for the stream's [`Publisher`].
+pub struct FlvPublish {
+    publisher: Publisher,
     clock: Clock,
-    activity_at: Instant,
-    video: Option<avc::AvcConfig>,
-    audio: Option<aac::AacConfig>,
 }
 
-impl Publisher {
-    /// Starts publishing `name` from `address`: registers the encoder (a previous
-    /// connection of the same stream is told to go) and claims the stream.
+impl FlvPublish {
+    /// Starts publishing `name` from `address`.
     pub fn start(node: &Arc<Shared>, name: stream::Name, address: SocketAddr) -> Self {
-        let registration = node.encoders.register(
-            &name,
-            EncoderInfo {
-                protocol: "rtmp",
-                address,
-                codecs: vec![],
-                width: 0,
-                height: 0,
-                bitrate_bps: 0,
-                encoder: None,
-                segments: 0,
-                since_ms: unix_millis(),
-            },
-        );
-        let now = Instant::now();
-        node.core()
-            .handle_ingest_activity(&name, unix_millis(), now);
-        let limits = Limits {
-            target: node.config.segment_duration,
-            max_bytes: node.config.core.max_segment_size,
-            max_duration: (node.config.segment_duration * 5).max(Duration::from_secs(10)),
-        };
-        info!(stream = %name, %address, "rtmp publish started");
         Self {
-            name,
-            registration,
-            segmenter: Segmenter::new(limits),
+            publisher: Publisher::start(node, name, address, "rtmp"),
             clock: Clock::default(),
-            activity_at: now,
-            video: None,
-            audio: None,
         }
     }
 
     /// Told when a newer connection takes the stream over.
     pub fn replaced(&self) -> Arc<tokio::sync::Notify> {
-        self.registration.replaced.clone()
-    }
-
-    /// The stream published.
-    pub fn name(&self) -> &stream::Name {
-        &self.name
+        self.publisher.replaced()
     }
 
     /// One audio or video message.
     pub fn media(&mut self, node: &Arc<Shared>, video: bool, timestamp: u32, body: &Bytes) {
-        let now = Instant::now();
-        if now.saturating_duration_since(self.activity_at) >= ACTIVITY_EVERY {
-            self.activity_at = now;
-            node.core()
-                .handle_ingest_activity(&self.name, unix_millis(), now);
-        }
         let ms = self.clock.extend(timestamp);
-        let result = if video {
+        let frame = if video {
             self.video(ms, body)
         } else {
             self.audio(ms, body)
         };
-        match result {
-            Ok(Some(segment)) => self.deliver(node, segment, false),
+        match frame {
+            Ok(Some(frame)) => self.publisher.frame(node, frame),
             Ok(None) => {}
-            Err(e) => {
-                add(&node.metrics.ingest_media_errors, 1);
-                warn!(stream = %self.name, error = %e, "encoder media not usable");
-            }
+            Err(e) => self.publisher.media_error(node, &e),
         }
     }
 
-    fn video(&mut self, ms: u64, body: &Bytes) -> Result<Option<Segment>, MediaError> {
-        match flv::parse_video(body)? {
+    fn video(&mut self, ms: u64, body: &Bytes) -> Result<Option<Frame>, MediaError> {
+        Ok(match flv::parse_video(body)? {
             flv::VideoTag::AvcConfig(record) => {
-                let config = avc::parse_config(&record)?;
-                if self
-                    .video
-                    .as_ref()
-                    .is_some_and(|c| c.sps == config.sps && c.pps == config.pps)
-                {
-                    return Ok(None); // a repeat (OBS resends it), not a change
-                }
-                debug!(stream = %self.name, codec = %config.codec(), width = config.width, height = config.height, "video configuration");
-                self.video = Some(config.clone());
-                self.segmenter.set_video_config(config);
-                Ok(None)
+                self.publisher.video_config(avc::parse_config(&record)?);
+                None
             }
             flv::VideoTag::AvcFrame {
                 keyframe,
                 composition_ms,
                 data,
-            } => self.segmenter.push(Frame::Video {
+            } => Some(Frame::Video {
                 dts_ms: ms,
                 pts_ms: ms.saturating_add_signed(i64::from(composition_ms)),
                 keyframe,
                 avcc: data,
             }),
-            flv::VideoTag::Ignored => Ok(None),
-        }
+            flv::VideoTag::Ignored => None,
+        })
     }
 
-    fn audio(&mut self, ms: u64, body: &Bytes) -> Result<Option<Segment>, MediaError> {
-        match flv::parse_audio(body)? {
+    fn audio(&mut self, ms: u64, body: &Bytes) -> Result<Option<Frame>, MediaError> {
+        Ok(match flv::parse_audio(body)? {
             flv::AudioTag::AacConfig(asc) => {
-                let config = aac::parse_config(&asc)?;
-                if self.audio.as_ref() == Some(&config) {
-                    return Ok(None);
-                }
-                self.audio = Some(config.clone());
-                self.segmenter.set_audio_config(config);
-                Ok(None)
+                self.publisher.audio_config(aac::parse_config(&asc)?);
+                None
             }
-            flv::AudioTag::AacFrame(raw) => self.segmenter.push(Frame::Audio { pts_ms: ms, raw }),
-            flv::AudioTag::Ignored => Ok(None),
-        }
+            flv::AudioTag::AacFrame(raw) => Some(Frame::Audio { pts_ms: ms, raw }),
+            flv::AudioTag::Ignored => None,
+        })
     }
 
-    /// `onMetaData`: fills in what the codec configuration does not say.
+    /// `onMetaData`: the encoder's software and a provisional resolution.
     pub fn metadata(&mut self, node: &Arc<Shared>, props: &[(String, Value)]) {
         let get = |k: &str| props.iter().find(|(key, _)| key == k).map(|(_, v)| v);
         let encoder = get("encoder")
             .and_then(Value::as_str)
             .map(|s| s.chars().take(64).collect());
-        let width = get("width").and_then(Value::as_number).unwrap_or(0.0);
-        let height = get("height").and_then(Value::as_number).unwrap_or(0.0);
-        node.encoders
-            .update(&self.name, &self.registration, |info| {
-                info.encoder = encoder;
-                if info.width == 0
-                    && (1.0..=16384.0).contains(&width)
-                    && (1.0..=16384.0).contains(&height)
-                {
-                    info.width = width as u32;
-                    info.height = height as u32;
-                }
-            });
-    }
-
-    /// Hands one finished segment to the mesh.
-    fn deliver(&mut self, node: &Arc<Shared>, segment: Segment, ended: bool) {
-        let seq = node.next_seq(&self.name);
-        let size = segment.bytes.len() as u64;
-        let ready = Ready {
-            seq,
-            file: format!("rtmp-{seq}.ts"),
-            bytes: segment.bytes,
-            duration_ms: segment.duration_ms,
-            container: Container::Ts,
-            init: None,
-            // A stream's first segment follows nothing; after a reconnect, the new
-            // connection's media follows a break.
-            discontinuity: segment.discontinuity && seq > 0,
+        let dim = |k: &str| {
+            get(k)
+                .and_then(Value::as_number)
+                .filter(|n| (1.0..=16384.0).contains(n))
+                .map_or(0, |n| n as u32)
         };
-        let codecs: Vec<String> = self
-            .video
-            .iter()
-            .map(avc::AvcConfig::codec)
-            .chain(self.audio.iter().map(aac::AacConfig::codec))
-            .collect();
-        let (width, height) = self.video.as_ref().map_or((0, 0), |v| (v.width, v.height));
-        let bitrate = size * 8000 / u64::from(segment.duration_ms.max(1));
-        node.encoders
-            .update(&self.name, &self.registration, |info| {
-                info.codecs = codecs;
-                if width > 0 {
-                    (info.width, info.height) = (width, height);
-                }
-                info.bitrate_bps = bitrate;
-                info.segments += 1;
-            });
-        match announce::deliver(node, &self.name, vec![ready], ended) {
-            Ok(Delivered::Announced) | Ok(Delivered::Standby) => {}
-            Err(e) => {
-                add(&node.metrics.ingest_rejected, 1);
-                warn!(stream = %self.name, error = %e, "segment not announced");
-            }
-        }
+        self.publisher
+            .metadata(node, encoder, dim("width"), dim("height"));
     }
 
-    /// The connection ends. `unpublished`: the encoder said it stopped (the stream ends
-    /// after its last segment); otherwise the connection was lost and a reconnect
-    /// continues the stream after a discontinuity.
-    pub fn finish(mut self, node: &Arc<Shared>, unpublished: bool) {
-        match self.segmenter.finish() {
-            Some(last) => self.deliver(node, last, unpublished),
-            None if unpublished => {
-                if let Err(e) = announce::deliver(node, &self.name, vec![], true) {
-                    warn!(stream = %self.name, error = %e, "stream end not announced");
-                }
-            }
-            None => {}
-        }
-        node.encoders.remove(&self.name, &self.registration);
-        info!(stream = %self.name, unpublished, "rtmp publish ended");
+    /// The connection ends (see [`Publisher::finish`]).
+    pub fn finish(self, node: &Arc<Shared>, unpublished: bool) {
+        self.publisher.finish(node, unpublished);
     }
 }
 

@@ -1,10 +1,10 @@
 //! The RTMP listener: accepts encoders within connection limits, runs each connection's
-//! handshake and [`Session`], and feeds an accepted publish to its [`Publisher`]. A
+//! handshake and [`Session`], and feeds an accepted publish to its [`FlvPublish`]. A
 //! connection that misbehaves (bad chunking, silence, a bitrate far past the limit) is
 //! cut; it holds at most one message's worth of memory meanwhile.
 
 use super::handshake;
-use super::publish::{self, Publisher};
+use super::publish::{self, FlvPublish};
 use super::session::{Event, Session, SessionError};
 use crate::metrics::add;
 use crate::node::Shared;
@@ -169,49 +169,57 @@ async fn connection(
     add(&node.metrics.rtmp_connections, 1);
     let mut session = Session::new(limits.max_message);
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut publisher: Option<Publisher> = None;
-    let connected = Instant::now();
+    let mut publisher: Option<FlvPublish> = None;
+    // Until a publish is accepted (again, after an unpublish).
+    let mut publish_by = Instant::now() + limits.to_publish;
     let mut window = (Instant::now(), 0u64);
+    // `buf` may still hold whole messages: the session returns early after a publish
+    // request and when replies wait to be sent.
+    let mut unread = false;
     let result = loop {
-        let replaced = publisher.as_ref().map(Publisher::replaced);
-        let wait = if publisher.is_some() {
-            limits.idle
-        } else {
-            limits.to_publish.saturating_sub(connected.elapsed())
-        };
-        let read = tokio::select! {
-            r = tokio::time::timeout(wait, socket.read_buf(&mut buf)) => r,
-            _ = async { replaced.expect("checked").notified().await }, if replaced.is_some() => {
-                break Err(ConnError::Replaced);
+        if !unread {
+            let replaced = publisher.as_ref().map(FlvPublish::replaced);
+            let wait = if publisher.is_some() {
+                limits.idle
+            } else {
+                publish_by.saturating_duration_since(Instant::now())
+            };
+            let read = tokio::select! {
+                r = tokio::time::timeout(wait, socket.read_buf(&mut buf)) => r,
+                _ = async { replaced.expect("checked").notified().await }, if replaced.is_some() => {
+                    break Err(ConnError::Replaced);
+                }
+                _ = shutdown.changed() => break Ok(()),
+            };
+            let n = match read {
+                Err(_) if publisher.is_some() => break Err(ConnError::Timeout("encoder silent")),
+                Err(_) => break Err(ConnError::Timeout("no publish in time")),
+                Ok(Err(e)) => break Err(e.into()),
+                Ok(Ok(0)) => break Ok(()),
+                Ok(Ok(n)) => n as u64,
+            };
+            // Bitrate: bytes over the current window, judged once it is long enough.
+            window.1 += n;
+            let span = window.0.elapsed();
+            if span >= RATE_WINDOW {
+                let bps = window.1 * 8 * 1000 / span.as_millis().max(1) as u64;
+                if bps > limits.max_bitrate {
+                    break Err(ConnError::Bitrate(bps, limits.max_bitrate));
+                }
+                window = (Instant::now(), 0);
+            } else if window.1 * 8 > limits.max_bitrate * RATE_WINDOW.as_secs() * 2 {
+                break Err(ConnError::Bitrate(
+                    window.1 * 8 * 1000 / span.as_millis().max(1) as u64,
+                    limits.max_bitrate,
+                ));
             }
-            _ = shutdown.changed() => break Ok(()),
-        };
-        let n = match read {
-            Err(_) if publisher.is_some() => break Err(ConnError::Timeout("encoder silent")),
-            Err(_) => break Err(ConnError::Timeout("no publish in time")),
-            Ok(Err(e)) => break Err(e.into()),
-            Ok(Ok(0)) => break Ok(()),
-            Ok(Ok(n)) => n as u64,
-        };
-        // Bitrate: bytes over the current window, judged once it is long enough.
-        window.1 += n;
-        let span = window.0.elapsed();
-        if span >= RATE_WINDOW {
-            let bps = window.1 * 8 * 1000 / span.as_millis().max(1) as u64;
-            if bps > limits.max_bitrate {
-                break Err(ConnError::Bitrate(bps, limits.max_bitrate));
-            }
-            window = (Instant::now(), 0);
-        } else if window.1 * 8 > limits.max_bitrate * RATE_WINDOW.as_secs() * 2 {
-            break Err(ConnError::Bitrate(
-                window.1 * 8 * 1000 / span.as_millis().max(1) as u64,
-                limits.max_bitrate,
-            ));
         }
+        let before = buf.len();
         let events = match session.receive(&mut buf) {
             Ok(events) => events,
             Err(e) => break Err(e.into()),
         };
+        unread = buf.len() < before && !buf.is_empty();
         let mut refused = None;
         for event in events {
             match event {
@@ -232,7 +240,7 @@ async fn connection(
                         Ok(stream) => {
                             session.accept_publish(stream_id, stream.as_str());
                             info!(%app, stream = %stream, "rtmp publish accepted");
-                            publisher = Some(Publisher::start(node, stream, peer));
+                            publisher = Some(FlvPublish::start(node, stream, peer));
                         }
                         Err(r) => {
                             add(&node.metrics.rtmp_key_refused, 1);
@@ -259,6 +267,8 @@ async fn connection(
                 Event::Unpublish => {
                     if let Some(p) = publisher.take() {
                         p.finish(node, true);
+                        // Time for deleteStream and the close (or another publish).
+                        publish_by = Instant::now() + limits.to_publish;
                     }
                 }
             }

@@ -13,6 +13,14 @@ use bytes::{Bytes, BytesMut};
 const OUR_CHUNK_SIZE: u32 = 4096;
 /// Acknowledgement window announced to the peer, and bandwidth limit (RTMP's figures).
 const WINDOW: u32 = 5_000_000;
+/// Longest command or data message decoded. Encoders send a few hundred bytes; decoded
+/// AMF0 takes up to 32 times the bytes it came in.
+const MAX_AMF: usize = 64 * 1024;
+/// Longest message taken before a publish is accepted: only commands come before,
+/// and a connection not yet authorised should not hold megabytes.
+const BEFORE_PUBLISH: usize = 64 * 1024;
+/// Replies waiting after which [`Session::receive`] returns for its owner to send them.
+const OUTPUT_HIGH: usize = 64 * 1024;
 
 /// Message type ids.
 mod kind {
@@ -75,6 +83,7 @@ pub enum SessionError {
 #[derive(Debug)]
 pub struct Session {
     decoder: Decoder,
+    max_message: usize,
     encoder: Encoder,
     out: Vec<u8>,
     app: Option<String>,
@@ -86,10 +95,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session that takes messages of at most `max_message` bytes.
+    /// A session that takes messages of at most `max_message` bytes (64 KiB until a
+    /// publish is accepted).
     pub fn new(max_message: usize) -> Self {
         Self {
-            decoder: Decoder::new(max_message),
+            decoder: Decoder::new(max_message.min(BEFORE_PUBLISH)),
+            max_message,
             encoder: Encoder::default(),
             out: Vec::new(),
             app: None,
@@ -103,10 +114,19 @@ impl Session {
 
     /// Takes the bytes the peer sent (whole chunks are consumed from `buf`) and returns
     /// what happened.
+    ///
+    /// It returns early, leaving the rest in `buf`, after an [`Event::Publish`] (so what
+    /// follows it, often media, finds the publish decided) and once 64 KiB of replies
+    /// wait in [`Session::take_output`]: call it again, after taking the output, until
+    /// it takes no bytes from `buf`.
     pub fn receive(&mut self, buf: &mut BytesMut) -> Result<Vec<Event>, SessionError> {
         let before = buf.len();
         let mut events = Vec::new();
         let result = loop {
+            if self.out.len() >= OUTPUT_HIGH || matches!(events.last(), Some(Event::Publish { .. }))
+            {
+                break Ok(());
+            }
             match self.decoder.decode(buf) {
                 Ok(Some(message)) => {
                     if let Err(e) = self.handle(message, &mut events) {
@@ -130,7 +150,7 @@ impl Session {
         std::mem::take(&mut self.out)
     }
 
-    /// Bytes held in half-received messages.
+    /// Bytes held in half-received messages: at most twice `max_message`.
     pub fn buffered(&self) -> usize {
         self.decoder.buffered()
     }
@@ -138,6 +158,7 @@ impl Session {
     /// Lets the requested publish go ahead.
     pub fn accept_publish(&mut self, stream_id: u32, name: &str) {
         self.publishing = Some(stream_id);
+        self.decoder.raise_max_message(self.max_message);
         // Stream Begin (user control event 0) on the publishing stream.
         let mut payload = vec![0, 0];
         payload.extend_from_slice(&stream_id.to_be_bytes());
@@ -187,7 +208,8 @@ impl Session {
                     body: m.payload,
                 });
             }
-            kind::DATA_AMF0 | kind::DATA_AMF3 => {
+            // (Longer metadata is dropped.)
+            kind::DATA_AMF0 | kind::DATA_AMF3 if m.payload.len() <= MAX_AMF => {
                 let payload = skip_amf3_marker(m.type_id == kind::DATA_AMF3, m.payload);
                 // Metadata that does not parse is not worth a connection.
                 if let Ok(values) = amf::decode_all(payload) {
@@ -200,18 +222,29 @@ impl Session {
                 }
             }
             kind::COMMAND_AMF0 | kind::COMMAND_AMF3 => {
+                if m.payload.len() > MAX_AMF {
+                    return Err(SessionError::Protocol("command longer than 64 KiB"));
+                }
                 let payload = skip_amf3_marker(m.type_id == kind::COMMAND_AMF3, m.payload);
                 let values = amf::decode_all(payload)?;
-                self.command(m.stream_id, &values, events);
+                self.command(m.stream_id, &values, events)?;
             }
             _ => {} // other types carry nothing a publisher needs
         }
         Ok(())
     }
 
-    fn command(&mut self, stream_id: u32, values: &[Value], events: &mut Vec<Event>) {
+    fn command(
+        &mut self,
+        stream_id: u32,
+        values: &[Value],
+        events: &mut Vec<Event>,
+    ) -> Result<(), SessionError> {
         let name = values.first().and_then(Value::as_str).unwrap_or("");
         let txn = values.get(1).and_then(Value::as_number).unwrap_or(0.0);
+        if self.app.is_none() && name != "connect" {
+            return Err(SessionError::Protocol("command before connect"));
+        }
         match name {
             "connect" => {
                 let app = values
@@ -287,6 +320,7 @@ impl Session {
             ),
             _ => {}
         }
+        Ok(())
     }
 
     fn on_status(&mut self, stream_id: u32, level: &str, code: &str, description: &str) {
@@ -497,6 +531,144 @@ mod tests {
             s.receive(&mut BytesMut::from(&stop[..])).unwrap(),
             vec![Event::Unpublish]
         );
+    }
+
+    fn connect() -> Vec<u8> {
+        command(
+            0,
+            &[
+                amf::string("connect"),
+                Value::Number(1.0),
+                amf::object([("app", amf::string("live"))]),
+            ],
+        )
+    }
+
+    fn publish() -> Vec<u8> {
+        command(
+            1,
+            &[
+                amf::string("publish"),
+                Value::Number(5.0),
+                Value::Null,
+                amf::string("cam?key=k"),
+            ],
+        )
+    }
+
+    #[test]
+    fn media_sent_with_the_publish_is_kept() {
+        // An encoder that does not wait for NetStream.Publish.Start: publish and the
+        // video configuration arrive in one read.
+        let mut wire = connect();
+        wire.extend(publish());
+        Encoder::default().encode(
+            &Message {
+                csid: 6,
+                timestamp: 0,
+                type_id: kind::VIDEO,
+                stream_id: 1,
+                payload: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1]),
+            },
+            &mut wire,
+        );
+        let mut s = Session::new(1 << 20);
+        let mut buf = BytesMut::from(&wire[..]);
+        let events = s.receive(&mut buf).unwrap();
+        assert!(matches!(&events[..], [Event::Publish { stream_id: 1, .. }]));
+        s.accept_publish(1, "cam");
+        let events = s.receive(&mut buf).unwrap();
+        assert!(matches!(&events[..], [Event::Media { video: true, .. }]));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn commands_before_connect_are_refused() {
+        let mut s = Session::new(1 << 20);
+        assert_eq!(
+            s.receive(&mut BytesMut::from(&publish()[..])),
+            Err(SessionError::Protocol("command before connect"))
+        );
+        assert!(s.take_output().is_empty());
+    }
+
+    #[test]
+    fn long_commands_and_metadata_are_not_decoded() {
+        let mut s = Session::new(1 << 20);
+        let mut wire = connect();
+        wire.extend(publish());
+        s.receive(&mut BytesMut::from(&wire[..])).unwrap();
+        s.accept_publish(1, "cam");
+        // 100 KiB of nulls: metadata that would take 3 MiB decoded is dropped...
+        let mut wire = Vec::new();
+        let mut m = Message {
+            csid: 5,
+            timestamp: 0,
+            type_id: kind::DATA_AMF0,
+            stream_id: 1,
+            payload: Bytes::from(vec![0x05; 100 << 10]),
+        };
+        Encoder::default().encode(&m, &mut wire);
+        assert_eq!(s.receive(&mut BytesMut::from(&wire[..])), Ok(vec![]));
+        // ... and such a command ends the connection.
+        m.type_id = kind::COMMAND_AMF0;
+        wire.clear();
+        Encoder::default().encode(&m, &mut wire);
+        assert!(matches!(
+            s.receive(&mut BytesMut::from(&wire[..])),
+            Err(SessionError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn replies_wait_to_be_sent_before_more_is_read() {
+        let mut s = Session::new(1 << 20);
+        let wire: Vec<u8> = std::iter::repeat_with(connect)
+            .take(2000)
+            .flatten()
+            .collect();
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut rounds = 0;
+        while !buf.is_empty() {
+            s.receive(&mut buf).unwrap();
+            assert!(s.take_output().len() < 66 << 10);
+            rounds += 1;
+        }
+        assert!(rounds > 2);
+    }
+
+    #[test]
+    fn long_messages_wait_for_an_accepted_publish() {
+        let video = |len: usize| {
+            let mut wire = Vec::new();
+            Encoder::default().encode(
+                &Message {
+                    csid: 6,
+                    timestamp: 0,
+                    type_id: kind::VIDEO,
+                    stream_id: 1,
+                    payload: Bytes::from(vec![0x27; len]),
+                },
+                &mut wire,
+            );
+            wire
+        };
+        let mut s = Session::new(1 << 20);
+        let mut wire = connect();
+        wire.extend(video(100 << 10));
+        assert!(matches!(
+            s.receive(&mut BytesMut::from(&wire[..])),
+            Err(SessionError::Chunk(ChunkError::TooLong(..)))
+        ));
+        let mut s = Session::new(1 << 20);
+        let mut wire = connect();
+        wire.extend(publish());
+        wire.extend(video(100 << 10));
+        let mut buf = BytesMut::from(&wire[..]);
+        s.receive(&mut buf).unwrap();
+        s.accept_publish(1, "cam");
+        let events = s.receive(&mut buf).unwrap();
+        assert!(matches!(&events[..], [Event::Media { body, .. }] if body.len() == 100 << 10));
     }
 
     #[test]
