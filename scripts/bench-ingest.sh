@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Ingest benchmark (issue #14): CPU per ingested stream and memory per stream.
+# Ingest benchmark (issue #14): CPU per ingested stream (RTMP and SRT) and memory per
+# stream.
 #
 # One 1080p30 H.264 + AAC input at 6 Mbit/s (made once with ffmpeg, 30 s, a keyframe every
 # 2 s), pushed over RTMP into a release `shoal` node (which parses RTMP/FLV, cuts 2 s
@@ -44,7 +45,8 @@ start_node() { # port-offset
   local o=$1
   "$SHOAL_BIN" run --data-dir "$WORK/node$o" --http "127.0.0.1:$((19500 + o))" \
     --p2p "/ip4/127.0.0.1/udp/$((19510 + o))/quic-v1" --data "127.0.0.1:$((19520 + o))" \
-    --rtmp "127.0.0.1:$((19530 + o))" --ingest-key "$KEY" --window 64 \
+    --rtmp "127.0.0.1:$((19530 + o))" --srt "127.0.0.1:$((19540 + o))" \
+    --ingest-key "$KEY" --window 64 \
     >"$WORK/node$o.log" 2>&1 &
   NODE=$!
   PIDS+=($NODE)
@@ -55,8 +57,8 @@ start_node() { # port-offset
   log "node did not start"; exit 1
 }
 
-shoal_round() { # round -> prints CPU s per media s
-  local r=$1
+shoal_round() { # round rtmp|srt -> prints CPU s per media s
+  local r=$1 proto=$2
   start_node "$r"
   sleep 2
   local t0 i0 t1 i1 w0 w1
@@ -66,8 +68,13 @@ shoal_round() { # round -> prints CPU s per media s
   local idle_per_s
   idle_per_s=$(python3 -c "print(($i1 - $i0) / $HZ / (($w1 - $w0) / 1e9))")
   t0=$(cpu_ticks "$NODE"); w0=$(date +%s%N)
-  ffmpeg -nostdin -v error -readrate 4 -i "$IN" -c copy -f flv \
-    "rtmp://127.0.0.1:$((19530 + r))/live/bench?key=$KEY"
+  if [ "$proto" = srt ]; then
+    ffmpeg -nostdin -v error -readrate 4 -i "$IN" -c copy -f mpegts \
+      "srt://127.0.0.1:$((19540 + r))?streamid=#!::r=bench,m=publish,s=$KEY&latency=200000"
+  else
+    ffmpeg -nostdin -v error -readrate 4 -i "$IN" -c copy -f flv \
+      "rtmp://127.0.0.1:$((19530 + r))/live/bench?key=$KEY"
+  fi
   sleep 1 # the last segment
   t1=$(cpu_ticks "$NODE"); w1=$(date +%s%N)
   local segs
@@ -90,11 +97,14 @@ ffmpeg_round() {
   python3 -c "u, s = '$t'.split(); print('%.4f' % ((float(u) + float(s)) / $MEDIA_S))"
 }
 
-SHOAL=(); FFMPEG=()
+SHOAL=(); SRT=(); FFMPEG=()
 for r in $(seq 1 "$ROUNDS"); do
-  read -r net gross segs < <(shoal_round "$r")
-  log "round $r: shoal $net CPU-s per media-s (gross $gross, $segs segments)"
+  read -r net gross segs < <(shoal_round "$r" rtmp)
+  log "round $r: shoal over RTMP $net CPU-s per media-s (gross $gross, $segs segments)"
   SHOAL+=("$net")
+  read -r net gross segs < <(shoal_round "$((r + 4))" srt)
+  log "round $r: shoal over SRT $net CPU-s per media-s (gross $gross, $segs segments)"
+  SRT+=("$net")
   f=$(ffmpeg_round "$r")
   log "round $r: ffmpeg -c copy -f hls $f CPU-s per media-s"
   FFMPEG+=("$f")
@@ -116,17 +126,20 @@ BUSY_KB=$(rss_kb "$NODE")
 STORE=$(curl -fsS "http://127.0.0.1:19509/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['store']['bytes'])")
 for p in "${SENDERS[@]}"; do wait "$p" 2>/dev/null || true; done
 
-python3 - "$IDLE_KB" "$BUSY_KB" "$STORE" "${SHOAL[*]}" "${FFMPEG[*]}" <<'PY'
+python3 - "$IDLE_KB" "$BUSY_KB" "$STORE" "${SHOAL[*]}" "${FFMPEG[*]}" "${SRT[*]}" <<'PY'
 import json, statistics, sys
 idle_kb, busy_kb, store = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 shoal = [float(x) for x in sys.argv[4].split()]
 ffmpeg = [float(x) for x in sys.argv[5].split()]
-s, f = statistics.median(shoal), statistics.median(ffmpeg)
+srt = [float(x) for x in sys.argv[6].split()]
+s, f, t = statistics.median(shoal), statistics.median(ffmpeg), statistics.median(srt)
 per_stream = (busy_kb - idle_kb) * 1024 / 4
 out = {
     "shoal_cpu_s_per_media_s": s,
     "ffmpeg_hls_copy_cpu_s_per_media_s": f,
     "cpu_ratio_shoal_over_ffmpeg": s / f if f else None,
+    "shoal_srt_cpu_s_per_media_s": t,
+    "cpu_ratio_shoal_srt_over_ffmpeg": t / f if f else None,
     "rss_idle_mib": idle_kb / 1024,
     "rss_4_streams_mib": busy_kb / 1024,
     "rss_per_stream_mib": per_stream / 2**20,

@@ -9,7 +9,8 @@
 # stream can be watched on any node. Ctrl-C stops everything this script started.
 #
 # Environment: SHOAL_BIN (use this binary instead of building), BASE_PORT (default
-# 8080: HTTP ports BASE..BASE+2, UDP ports BASE_PORT+1000..., RTMP BASE_PORT+3000...),
+# 8080: HTTP ports BASE..BASE+2, UDP ports BASE_PORT+1000..., RTMP BASE_PORT+3000..., SRT
+# BASE_PORT+4000...),
 # STREAM (default "demo"), INGEST (rtmp or hls, default rtmp),
 # KEY (ingest key, default "demo-key"), DURATION (seconds to run, default: until Ctrl-C).
 set -euo pipefail
@@ -41,7 +42,7 @@ start_node() { # name index [bootstrap]
   local http=$((BASE_PORT + i)) p2p=$((BASE_PORT + 1000 + i)) data=$((BASE_PORT + 2000 + i))
   local args=(run --data-dir "$WORK/$name" --http "127.0.0.1:$http"
     --p2p "/ip4/127.0.0.1/udp/$p2p/quic-v1" --data "127.0.0.1:$data" --ingest-key "$KEY"
-    --rtmp "127.0.0.1:$((BASE_PORT + 3000 + i))")
+    --rtmp "127.0.0.1:$((BASE_PORT + 3000 + i))" --srt "127.0.0.1:$((BASE_PORT + 4000 + i))")
   [ -n "$boot" ] && args+=(--bootstrap "$boot")
   "$SHOAL_BIN" "${args[@]}" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
@@ -89,6 +90,7 @@ Shoal demo mesh is up (logs in $WORK).
   ingest:     ffmpeg -> $INGEST_AT (node B)
   OBS:        Settings > Stream > Service "Custom...", Server $RTMP_B,
               Stream Key $STREAM?key=$KEY (keyframe interval 2 s)
+  SRT:        srt://127.0.0.1:$((BASE_PORT + 4001))?streamid=#!::r=$STREAM,m=publish,s=$KEY
   watch on any node (the first segment takes ~2 s):
     A  http://127.0.0.1:$BASE_PORT/live/$STREAM/index.m3u8
     B  http://127.0.0.1:$((BASE_PORT + 1))/live/$STREAM/index.m3u8

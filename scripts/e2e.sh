@@ -3,8 +3,8 @@
 # address, a live ffmpeg stream pushed into node A, and node C's stream checked with
 # ffprobe, decoded for 20 s by ffmpeg, and played by hls.js in headless Chromium through
 # C's /watch page; then C's status must show the segments came from peers over the data
-# plane. Done for MPEG-TS and fMP4/CMAF pushed over HTTP and for RTMP (segmented by the
-# node), then for `shoal-sim demo`'s built-in
+# plane. Done for MPEG-TS and fMP4/CMAF pushed over HTTP and for RTMP and SRT (segmented
+# by the node), then for `shoal-sim demo`'s built-in
 # looping stream.
 #
 # Needs: ffmpeg, chromium, python3, curl, and hls.js in scripts/player/node_modules
@@ -57,7 +57,7 @@ start_node() { # name index [bootstrap]
   local args=(run --data-dir "$WORK/$name" --http "127.0.0.1:$(http_port "$i")"
     --p2p "/ip4/127.0.0.1/udp/$((BASE_PORT + 10 + i))/quic-v1"
     --data "127.0.0.1:$((BASE_PORT + 20 + i))" --ingest-key "$KEY"
-    --rtmp "127.0.0.1:$((BASE_PORT + 30 + i))"
+    --rtmp "127.0.0.1:$((BASE_PORT + 30 + i))" --srt "127.0.0.1:$((BASE_PORT + 40 + i))"
     --hls-js-url "http://127.0.0.1:$COLLECTOR/hls.min.js")
   [ -n "$boot" ] && args+=(--bootstrap "$boot")
   RUST_LOG=${RUST_LOG:-info,libp2p=warn} "$SHOAL_BIN" "${args[@]}" >"$WORK/$name.log" 2>&1 &
@@ -139,6 +139,8 @@ check_stream() { # stream rtmp | packaging-args...
     -headers "Authorization: Bearer $KEY" "http://$A/ingest/$stream/index.m3u8")
   # RTMP as OBS pushes it: the node cuts the segments.
   [ "${1:-}" = rtmp ] && output=(-f flv "rtmp://127.0.0.1:$((BASE_PORT + 30))/live/$stream?key=$KEY")
+  # SRT, caller mode, MPEG-TS: the node demuxes and cuts the segments.
+  [ "${1:-}" = srt ] && output=(-f mpegts "srt://127.0.0.1:$((BASE_PORT + 40))?streamid=#!::r=$stream,m=publish,s=$KEY")
   log "[$stream] pushing ffmpeg (${output[*]:0:3}) into node A"
   ffmpeg -nostdin -hide_banner -loglevel error -re \
     -f lavfi -i "testsrc2=size=640x360:rate=25" -f lavfi -i "sine=frequency=440" \
@@ -156,6 +158,13 @@ check_stream() { # stream rtmp | packaging-args...
 
   play_and_read "$stream" "$url" "http://$C/watch/$stream" 20 10
   kill "$encoder" 2>/dev/null || true
+  local ingest=""
+  if [ "${1:-}" = rtmp ] || [ "${1:-}" = srt ]; then
+    # The watch page on C shows the encoder's figures, asked of node A.
+    ingest=$(grep "\"name\": \"$stream\"" "$REPORTS" | tail -1 | json "'%s %dx%d %s %.2f Mbit/s' % (d['ingest']['protocol'], d['ingest']['width'], d['ingest']['height'], ','.join(d['ingest']['codecs']), d['ingest']['bitrate_bps'] / 1e6) if d.get('ingest') else 'none'")
+    [ "${ingest%% *}" = "$1" ] || fail "[$stream] the watch page shows ingest '$ingest', expected $1"
+    ingest="; watch page: ingest $ingest"
+  fi
 
   local figures
   figures=$(curl -fsS "http://$C/api/status" | python3 -c "
@@ -171,12 +180,13 @@ print(('ok' if ok else 'bad') + ' held=%d via=%s from=%s' % (len(held), dict(via
   [ "${figures%% *}" = ok ] || fail "[$stream] node C's segments: $figures"
   log "[$stream] PASS: ffprobe saw audio+video; $READ;" \
     "$PLAYED;" \
-    "node C segments: ${figures#ok }"
+    "node C segments: ${figures#ok }$ingest"
 }
 
 check_stream e2e-ts
 check_stream e2e-cmaf -hls_segment_type fmp4
 check_stream e2e-rtmp rtmp
+check_stream e2e-srt srt
 log "node C is ${C_ID}; A is ${A_ID}"
 
 # shoal-sim demo: the built-in 12 s clip, looped as one continuous live stream, must

@@ -10,6 +10,7 @@ pub mod query;
 pub mod range;
 pub mod route;
 pub mod session;
+pub mod stream_info;
 pub mod viewer_token;
 pub mod watch;
 
@@ -38,6 +39,7 @@ pub fn router(node: Arc<Shared>) -> Router {
             "/ingest/{stream}/{file}",
             put(ingest::put).post(ingest::put).delete(ingest::delete),
         )
+        .route("/live/{stream}/info.json", get(stream_info::get))
         .route("/live/{stream}/{file}", get(live::get))
         .route("/watch/{stream}", get(watch::page))
         .route("/route/{stream}", get(route::get))

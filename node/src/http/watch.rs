@@ -27,7 +27,7 @@ const PAGE: &str = r#"<!doctype html>
   main { max-width: 960px; margin: 0 auto; padding: 16px; }
   video { width: 100%; background: #000; border-radius: 6px; }
   code, #stats { font-family: ui-monospace, monospace; font-size: 13px; }
-  #stats { white-space: pre; color: #9fb3c8; }
+  #stats, #ingest { white-space: pre; color: #9fb3c8; }
   .err { color: #ff8a80; }
 </style>
 </head>
@@ -37,6 +37,7 @@ const PAGE: &str = r#"<!doctype html>
   <video id="video" controls muted autoplay playsinline></video>
   <p>Playlist: <code id="src"></code></p>
   <div id="stats">starting…</div>
+  <div id="ingest"></div>
   <div id="error" class="err"></div>
 </main>
 <script src="{{HLS_JS}}"></script>
@@ -80,9 +81,26 @@ const PAGE: &str = r#"<!doctype html>
       readyState: video.readyState, buffered: buffered,
       decodedFrames: q.totalVideoFrames || 0, droppedFrames: q.droppedVideoFrames || 0,
       videoWidth: video.videoWidth, videoHeight: video.videoHeight,
-      fragments: state.fragments, errors: state.errors, fatal: state.fatal
+      fragments: state.fragments, errors: state.errors, fatal: state.fatal,
+      ingest: state.ingest || null
     };
   }
+  // What the encoder sends, from the node it pushes into (any node says which).
+  function ingest() {
+    var here = new URL("/live/{{STREAM}}/info.json", location.href).href;
+    fetch(here).then(function (r) { return r.json(); }).then(function (i) {
+      return i.protocol || !i.info ? i : fetch(i.info).then(function (r) { return r.json(); });
+    }).then(function (i) {
+      if (!i.protocol) { document.getElementById("ingest").textContent = "ingest: HLS push or not live"; return; }
+      state.ingest = i;
+      document.getElementById("ingest").textContent = "ingest " + i.protocol + "   " +
+        i.width + "x" + i.height + "   " + i.codecs.join(",") + "   " +
+        (i.bitrate_bps / 1e6).toFixed(2) + " Mbit/s" + (i.encoder ? "   " + i.encoder : "") +
+        (i.address ? "   from " + i.address : "");
+    }).catch(function () {});
+  }
+  ingest();
+  setInterval(ingest, 5000);
   setInterval(function () {
     var f = figures();
     document.getElementById("stats").textContent =
