@@ -389,3 +389,90 @@ async fn redundant_rtmp_ingest_survives_kill_9_of_the_followed_node() {
             .any(|s| s.0 == "h264")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_encoder_that_stops_is_not_cut() {
+    use shoal_node::rtmp::amf::{self, Value};
+    use shoal_node::rtmp::chunk::{Encoder as Chunks, Message};
+    shoal_tests::init_logging();
+    // Past the time to publish by the time the encoder stops (OBS: minutes, hours).
+    let mut c = rtmp_config("rtmp-stop");
+    c.rtmp_limits.to_publish = Duration::from_millis(500);
+    let nodes = mesh(vec![c]).await.unwrap();
+    let mut s = handshaken(nodes[0].rtmp_addr().unwrap()).await;
+    let call = |stream_id: u32, values: &[Value]| {
+        let mut payload = Vec::new();
+        for v in values {
+            amf::encode(v, &mut payload);
+        }
+        let mut out = Vec::new();
+        let message = Message {
+            csid: 3,
+            timestamp: 0,
+            type_id: 20,
+            stream_id,
+            payload: payload.into(),
+        };
+        Chunks::default().encode(&message, &mut out);
+        out
+    };
+    let key = amf::string(&format!("stop?key={KEY}"));
+    let mut hello = call(
+        0,
+        &[
+            amf::string("connect"),
+            Value::Number(1.0),
+            amf::object([("app", amf::string("live"))]),
+        ],
+    );
+    hello.extend(call(
+        0,
+        &[amf::string("createStream"), Value::Number(2.0), Value::Null],
+    ));
+    hello.extend(call(
+        1,
+        &[
+            amf::string("publish"),
+            Value::Number(3.0),
+            Value::Null,
+            key.clone(),
+        ],
+    ));
+    s.write_all(&hello).await.unwrap();
+    let mut replies = Vec::new();
+    let mut piece = [0u8; 4096];
+    while !replies.windows(23).any(|w| w == b"NetStream.Publish.Start") {
+        let n = s.read(&mut piece).await.unwrap();
+        assert!(n > 0, "closed before the publish started");
+        replies.extend_from_slice(&piece[..n]);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // OBS and ffmpeg stop with FCUnpublish and deleteStream, then close.
+    s.write_all(&call(
+        0,
+        &[
+            amf::string("FCUnpublish"),
+            Value::Number(4.0),
+            Value::Null,
+            key,
+        ],
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(&call(
+        0,
+        &[
+            amf::string("deleteStream"),
+            Value::Number(5.0),
+            Value::Null,
+            Value::Number(1.0),
+        ],
+    ))
+    .await
+    .unwrap();
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = status(nodes[0].http_addr()).await.unwrap();
+    assert_eq!(st["counters"]["rtmp_cut_total"], 0, "{}", st["counters"]);
+}

@@ -117,6 +117,19 @@ impl Stream {
     }
 }
 
+/// What a transport packet's header says of its elementary stream payload.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    /// payload_unit_start_indicator: a PES starts in this packet.
+    unit_start: bool,
+    /// Continuity counter.
+    cc: u8,
+    /// The adaptation field's discontinuity indicator: the counter may jump.
+    discontinuity: bool,
+    /// transport_scrambling_control is not 0.
+    scrambled: bool,
+}
+
 /// What one call finds.
 #[derive(Debug, Default)]
 struct Out {
@@ -324,8 +337,6 @@ impl TsDemuxer {
             return;
         }
         let unit_start = b1 & 0x40 != 0;
-        let scrambled = b3 >> 6 != 0;
-        let cc = b3 & 0x0F;
         let (discontinuity, payload) = match (b3 >> 4) & 0x03 {
             0b01 => (false, rest),
             0b11 => {
@@ -367,7 +378,13 @@ impl TsDemuxer {
         } else {
             return;
         };
-        self.es_packet(kind, unit_start, cc, discontinuity, scrambled, payload, out);
+        let header = Header {
+            unit_start,
+            cc: b3 & 0x0F,
+            discontinuity,
+            scrambled: b3 >> 6 != 0,
+        };
+        self.es_packet(kind, header, payload, out);
     }
 
     /// Reports a PSI error unless it is the one reported last.
@@ -480,17 +497,13 @@ impl TsDemuxer {
     }
 
     /// A packet of an elementary stream: continuity, then the PES it starts or goes on.
-    #[allow(clippy::too_many_arguments)]
-    fn es_packet(
-        &mut self,
-        kind: Kind,
-        unit_start: bool,
-        cc: u8,
-        discontinuity: bool,
-        scrambled: bool,
-        payload: &[u8],
-        out: &mut Out,
-    ) {
+    fn es_packet(&mut self, kind: Kind, header: Header, payload: &[u8], out: &mut Out) {
+        let Header {
+            unit_start,
+            cc,
+            discontinuity,
+            scrambled,
+        } = header;
         let max_pes = self.max_pes;
         let Some(s) = self.stream(kind) else {
             return;
@@ -546,7 +559,7 @@ impl TsDemuxer {
         // Grow to at most the limit.
         let wanted = s.buf.len() + payload.len();
         if wanted > s.buf.capacity() {
-            let target = wanted.max(s.buf.capacity() * 2).min(max_pes);
+            let target = wanted.max(s.buf.capacity().saturating_mul(2)).min(max_pes);
             s.buf.reserve_exact(target - s.buf.len());
         }
         s.buf.extend_from_slice(payload);
@@ -608,7 +621,7 @@ impl TsDemuxer {
     /// The unwrapped value of a 33-bit timestamp: the one nearest the last timestamp
     /// read (a jump back of more than 2^32 ticks is a wrap, and one forward of more than
     /// that a timestamp from before it). The reference moves to it if `advance`.
-    fn unwrap(&mut self, raw: u64, advance: bool) -> u64 {
+    fn unwrapped(&mut self, raw: u64, advance: bool) -> u64 {
         let value = match self.clock {
             None => raw,
             Some(last) => {
@@ -628,8 +641,8 @@ impl TsDemuxer {
 
     /// A video PES: one access unit in Annex B form.
     fn video_unit(&mut self, pts_raw: u64, dts_raw: Option<u64>, data: &[u8], out: &mut Out) {
-        let dts = self.unwrap(dts_raw.unwrap_or(pts_raw), true);
-        let pts = self.unwrap(pts_raw, false);
+        let dts = self.unwrapped(dts_raw.unwrap_or(pts_raw), true);
+        let pts = self.unwrapped(pts_raw, false);
         let mut avcc = Vec::with_capacity(data.len() + data.len() / 8 + 8);
         let mut keyframe = false;
         let (mut sps, mut pps): (Vec<Bytes>, Vec<Bytes>) = (Vec::new(), Vec::new());
@@ -692,7 +705,7 @@ impl TsDemuxer {
     /// An audio PES: ADTS frames, the first at the PES's PTS, each next one 1024 samples
     /// later.
     fn audio_frames(&mut self, pts_raw: u64, data: &[u8], out: &mut Out) {
-        let pts = self.unwrap(pts_raw, true);
+        let pts = self.unwrapped(pts_raw, true);
         let mut rest = data;
         let mut index = 0u64;
         while !rest.is_empty() {

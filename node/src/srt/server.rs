@@ -161,25 +161,24 @@ fn admit(
     Ok(name)
 }
 
-/// Frames held at the start of a connection until both codec configurations are known:
-/// MPEG-TS gives the audio configuration only with the first audio frame, often after
-/// the first video frames, and a segment's tables must list every track from its start.
-#[derive(Default)]
-struct Startup {
-    video: bool,
-    audio: bool,
-    released: bool,
-    held: Vec<crate::media::segmenter::Frame>,
-}
-
-/// Most frames held: about 4 s of 30 fps video with its audio. A stream without audio
-/// (or video) goes on once they are.
-const STARTUP_FRAMES: usize = 300;
-
-impl Startup {
-    fn holding(&self) -> bool {
-        let both = self.video && self.audio;
-        !self.released && !both && self.held.len() < STARTUP_FRAMES
+/// Hands what the demuxer found to the publisher (the demuxer holds a stream's first
+/// frames until every track's configuration is known), and counts its errors.
+fn feed(
+    node: &Arc<Shared>,
+    publisher: &mut Publisher,
+    found: Vec<Demuxed>,
+    errors: &[crate::media::MediaError],
+) {
+    for item in found {
+        match item {
+            Demuxed::VideoConfig(c) => publisher.video_config(c),
+            Demuxed::AudioConfig(c) => publisher.audio_config(c),
+            Demuxed::Frame(f) => publisher.frame(node, f),
+        }
+    }
+    if !errors.is_empty() {
+        add(&node.metrics.ingest_media_errors, errors.len() as u64);
+        debug!(stream = %publisher.name(), ?errors, "transport stream errors");
     }
 }
 
@@ -209,7 +208,6 @@ async fn connection(
     let replaced = publisher.replaced();
     let mut window = (Instant::now(), 0u64);
     let mut reported_unsupported = 0;
-    let mut startup = Startup::default();
     let result = loop {
         let item = tokio::select! {
             item = tokio::time::timeout(limits.idle, socket.next()) => item,
@@ -232,36 +230,16 @@ async fn connection(
             window = (Instant::now(), 0);
         }
         let (found, errors) = demux.push(&bytes);
-        for item in found {
-            match item {
-                Demuxed::VideoConfig(c) => {
-                    startup.video = true;
-                    publisher.video_config(c);
-                }
-                Demuxed::AudioConfig(c) => {
-                    startup.audio = true;
-                    publisher.audio_config(c);
-                }
-                Demuxed::Frame(f) if startup.holding() => startup.held.push(f),
-                Demuxed::Frame(f) => publisher.frame(node, f),
-            }
-        }
-        if !startup.released && !startup.holding() {
-            startup.released = true;
-            for f in std::mem::take(&mut startup.held) {
-                publisher.frame(node, f);
-            }
-        }
-        if !errors.is_empty() {
-            add(&node.metrics.ingest_media_errors, errors.len() as u64);
-            debug!(stream = %publisher.name(), errors = ?errors, "transport stream errors");
-        }
+        feed(node, &mut publisher, found, &errors);
         let unsupported = demux.unsupported();
         if unsupported.len() > reported_unsupported {
             reported_unsupported = unsupported.len();
             warn!(stream = %publisher.name(), streams = ?unsupported, "elementary streams Shoal cannot carry are dropped");
         }
     };
+    // The last access unit completes only now.
+    let (found, errors) = demux.finish();
+    feed(node, &mut publisher, found, &errors);
     // A caller that went away may come back: the stream continues after a discontinuity.
     publisher.finish(node, false);
     result
