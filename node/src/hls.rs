@@ -220,8 +220,54 @@ pub fn render_live(segments: &[&Announcement], ended: bool, params: &str) -> Str
     out
 }
 
+/// Renders a multivariant playlist with one variant at `uri`: `BANDWIDTH` is the
+/// stream's measured bitrate with a tenth added for its peaks, `CODECS` and `RESOLUTION`
+/// are given when known. `#EXT-X-INDEPENDENT-SEGMENTS`: every segment starts with a
+/// keyframe (the node's segmenter cuts at them; ffmpeg's HLS muxer does too).
+pub fn render_multivariant(
+    bitrate_bps: u64,
+    codecs: &[String],
+    resolution: Option<(u32, u32)>,
+    uri: &str,
+) -> String {
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let peak = bitrate_bps.saturating_add(bitrate_bps / 10).max(1);
+    let _ = write!(
+        out,
+        "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={}",
+        bitrate_bps.max(1)
+    );
+    // Codec strings are the node's own ([a-z0-9.]), never an encoder's text.
+    let safe = |c: &String| c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
+    if !codecs.is_empty() && codecs.iter().all(safe) {
+        let _ = write!(out, ",CODECS=\"{}\"", codecs.join(","));
+    }
+    if let Some((w, h)) = resolution {
+        let _ = write!(out, ",RESOLUTION={w}x{h}");
+    }
+    let _ = writeln!(out, "\n{uri}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn multivariant_names_what_is_known() {
+        let codecs = vec!["avc1.64001f".to_string(), "mp4a.40.2".to_string()];
+        let text = render_multivariant(1_000_000, &codecs, Some((1280, 720)), "index.m3u8");
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH=1100000,AVERAGE-BANDWIDTH=1000000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720\nindex.m3u8\n"
+        );
+        // Unknown codecs are left out rather than guessed; odd text is never written.
+        let odd = vec!["avc1\",X".to_string()];
+        let text = render_multivariant(0, &odd, None, "index.m3u8");
+        assert!(
+            !text.contains("CODECS") && text.contains("BANDWIDTH=1,"),
+            "{text}"
+        );
+    }
     use super::*;
 
     const FFMPEG_TS: &str = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:3\n#EXTINF:2.000000,\nindex3.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.960000,\nhttp://h/ingest/s/index4.ts?x=1\n#EXT-X-ENDLIST\n";

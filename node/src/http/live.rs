@@ -52,6 +52,7 @@ pub fn wanted(file: &str) -> Option<Wanted> {
     if file == "index.m3u8" {
         return Some(Wanted::Playlist);
     }
+
     if let Some(hex) = file
         .strip_prefix("init-")
         .and_then(|f| f.strip_suffix(".mp4"))
@@ -84,6 +85,31 @@ fn carried_session(conn: Option<&Conn>, query: &Query) -> Option<Sid> {
     *remembered
 }
 
+/// Checks the viewer token a request carries, if the node wants one, and puts it in
+/// `query` so it goes on into segment URLs and redirects.
+pub fn check_token(
+    node: &Shared,
+    name: &stream::Name,
+    query: &mut Query,
+    headers: &HeaderMap,
+    ip: std::net::IpAddr,
+) -> Result<(), HttpError> {
+    if let Some(verifier) = &node.viewer_tokens {
+        let token = viewer_token::carried(query.token.as_deref(), headers);
+        if let Err(refusal) = verifier.check(token.as_deref(), name.as_str(), ip) {
+            add(&node.metrics.viewer_tokens_refused, 1);
+            debug!(%name, %ip, %refusal, "viewer token refused");
+            return Err(viewer_token::refused(&refusal));
+        }
+        // Carried into the playlist's segment URLs and across redirects: players drop
+        // cookies and headers on segment requests, and other nodes have other cookies.
+        if let Some(token) = token {
+            query.set_token(token);
+        }
+    }
+    Ok(())
+}
+
 /// `GET /live/{stream}/{file}`.
 pub async fn get(
     State(node): State<Arc<Shared>>,
@@ -97,19 +123,7 @@ pub async fn get(
         .map_err(|e| HttpError::BadRequest(format!("invalid stream name: {e}")))?;
     let what = wanted(&file).ok_or(HttpError::NotFound("no such file"))?;
     let mut query = Query::parse(raw.as_deref())?;
-    if let Some(verifier) = &node.viewer_tokens {
-        let token = viewer_token::carried(query.token.as_deref(), &headers);
-        if let Err(refusal) = verifier.check(token.as_deref(), name.as_str(), client.ip()) {
-            add(&node.metrics.viewer_tokens_refused, 1);
-            debug!(%name, %client, %refusal, "viewer token refused");
-            return Err(viewer_token::refused(&refusal));
-        }
-        // Carried into the playlist's segment URLs and across redirects: players drop
-        // cookies and headers on segment requests, and other nodes have other cookies.
-        if let Some(token) = token {
-            query.set_token(token);
-        }
-    }
+    check_token(&node, &name, &mut query, &headers, client.ip())?;
     let conn = conn.as_ref().map(|c| &*c.0);
     let carried = carried_session(conn, &query);
     // Requests of players that open a connection for each are told apart from requests

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod conns;
 pub mod ingest;
 pub mod live;
+pub mod multivariant;
 pub mod query;
 pub mod range;
 pub mod route;
@@ -40,6 +41,7 @@ pub fn router(node: Arc<Shared>) -> Router {
             put(ingest::put).post(ingest::put).delete(ingest::delete),
         )
         .route("/live/{stream}/info.json", get(stream_info::get))
+        .route("/live/{stream}/master.m3u8", get(multivariant::get))
         .route("/live/{stream}/{file}", get(live::get))
         .route("/watch/{stream}", get(watch::page))
         .route("/route/{stream}", get(route::get))

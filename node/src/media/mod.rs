@@ -18,6 +18,7 @@ mod bits;
 pub mod demux;
 pub mod flv;
 pub mod fmp4;
+pub mod probe;
 pub mod segmenter;
 mod sps;
 pub mod ts;
