@@ -62,6 +62,12 @@ const AAC_FRAME_SAMPLES: u64 = 1024;
 /// Longest stretch of stream time frames are held at the start waiting for the config
 /// of every stream.
 const HOLD_MS: u64 = 2000;
+/// Longest stretch of stream time audio is dropped while the PMT lists a video stream
+/// whose parameter sets have not come (a caller that lost its first keyframe's SPS, as
+/// GStreamer's `srtsink` does while it connects, repeats them at a later keyframe):
+/// audio-only segments followed by video ones would change the tracks under a player.
+/// Past it the stream is taken as audio only.
+const VIDEO_WAIT_MS: u64 = 10_000;
 /// Most distinct parameter sets of each kind kept from one access unit (H.264 allows
 /// 32 SPS and 256 PPS ids; an AVCDecoderConfigurationRecord counts 31 SPS).
 const MAX_SETS: usize = 31;
@@ -174,6 +180,8 @@ pub struct TsDemuxer {
     held: Vec<Frame>,
     /// Bytes of frame data held.
     held_bytes: usize,
+    /// The first frame's timestamp, ms (see [`VIDEO_WAIT_MS`]).
+    first_ms: Option<u64>,
 }
 
 impl TsDemuxer {
@@ -198,6 +206,7 @@ impl TsDemuxer {
             holding: true,
             held: Vec::new(),
             held_bytes: 0,
+            first_ms: None,
         }
     }
 
@@ -753,6 +762,7 @@ impl TsDemuxer {
     /// bytes and [`HOLD_MS`] of stream time; then let go in order, and none is held
     /// again.
     fn frame(&mut self, frame: Frame, out: &mut Out) {
+        let start = *self.first_ms.get_or_insert(frame_time_and_size(&frame).0);
         if self.holding {
             let waiting = self.video.is_some() && self.avc.is_none()
                 || self.audio.is_some() && self.aac.is_none();
@@ -768,6 +778,14 @@ impl TsDemuxer {
             }
             self.release(out);
         }
+        let (ms, _) = frame_time_and_size(&frame);
+        if matches!(frame, Frame::Audio { .. })
+            && self.video.is_some()
+            && self.avc.is_none()
+            && ms.abs_diff(start) <= VIDEO_WAIT_MS
+        {
+            return; // the video's parameter sets are still to come
+        }
         out.items.push(Demuxed::Frame(frame));
     }
 
@@ -775,9 +793,12 @@ impl TsDemuxer {
     fn release(&mut self, out: &mut Out) {
         self.holding = false;
         self.held_bytes = 0;
+        // Audio waits for the video the PMT promises (see [`VIDEO_WAIT_MS`]).
+        let drop_audio = self.video.is_some() && self.avc.is_none();
         out.items.extend(
             std::mem::take(&mut self.held)
                 .into_iter()
+                .filter(|f| !(drop_audio && matches!(f, Frame::Audio { .. })))
                 .map(Demuxed::Frame),
         );
     }
@@ -1748,6 +1769,44 @@ mod tests {
                     avcc: Bytes::from_static(&[0, 0, 0, 3, 0x65, 0x88, 0x80]),
                 })
             ]
+        );
+    }
+
+    #[test]
+    fn audio_waits_for_the_video_the_pmt_promises() {
+        // The PMT lists video, whose parameter sets never come (lost at the caller's
+        // start): audio is not made into audio-only segments for VIDEO_WAIT_MS.
+        let config = audio_config();
+        let mut m = TsMuxer::new(true, true);
+        let mut ts = vec![];
+        m.write_tables(&mut ts);
+        let frames = 12 * 44_100 / 1024; // 12 s
+        for k in 0..frames {
+            let Frame::Audio { pts_ms, raw } = audio(k, 20) else {
+                unreachable!()
+            };
+            let mut adts = config.adts_header(raw.len()).unwrap().to_vec();
+            adts.extend_from_slice(&raw);
+            m.write_audio(ms_to_ticks(pts_ms), &adts, &mut ts);
+        }
+        let (items, errors) = demux_in(&ts, 1316, MAX_PES);
+        assert_eq!(errors, []);
+        let audio_ms: Vec<u64> = items
+            .iter()
+            .filter_map(|i| match i {
+                Demuxed::Frame(Frame::Audio { pts_ms, .. }) => Some(*pts_ms),
+                _ => None,
+            })
+            .collect();
+        let first = audio_ms
+            .first()
+            .copied()
+            .expect("audio once the wait is over");
+        assert!(first > 1000 + VIDEO_WAIT_MS, "audio from {first} ms");
+        assert!(
+            audio_ms.len() < 3 * 44_100 / 1024,
+            "{} frames",
+            audio_ms.len()
         );
     }
 

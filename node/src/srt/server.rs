@@ -65,6 +65,7 @@ pub async fn serve(
         .bind(local)
         .await?;
     let open = Arc::new(AtomicUsize::new(0));
+    let mut quiet = Quiet::default();
     tokio::spawn(async move {
         let _listener = listener;
         loop {
@@ -91,7 +92,13 @@ pub async fn serve(
                     ) {
                         add(&node.metrics.srt_key_refused, 1);
                     }
-                    warn!(%peer, stream_id = %id, why, "srt caller refused");
+                    // Some callers retry at once, hundreds of times a second: one warning
+                    // per address per interval, the rest at debug.
+                    if quiet.should_warn(peer.ip(), Instant::now()) {
+                        warn!(%peer, stream_id = %id, why, "srt caller refused (repeats from this address are logged at debug for 10 s)");
+                    } else {
+                        debug!(%peer, stream_id = %id, why, "srt caller refused");
+                    }
                     let _ = request.reject(RejectReason::Server(reason)).await;
                     continue;
                 }
@@ -125,6 +132,35 @@ pub async fn serve(
         }
     });
     Ok(local)
+}
+
+/// Rate of refusal warnings: one per caller address per [`Quiet::INTERVAL`].
+#[derive(Default)]
+struct Quiet {
+    warned: std::collections::HashMap<std::net::IpAddr, Instant>,
+}
+
+impl Quiet {
+    const INTERVAL: Duration = Duration::from_secs(10);
+    /// Addresses remembered; past it the oldest memory is dropped wholesale.
+    const MAX: usize = 1024;
+
+    fn should_warn(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        if self.warned.len() >= Self::MAX {
+            self.warned
+                .retain(|_, at| now.saturating_duration_since(*at) < Self::INTERVAL);
+            if self.warned.len() >= Self::MAX {
+                self.warned.clear();
+            }
+        }
+        match self.warned.get(&ip) {
+            Some(at) if now.saturating_duration_since(*at) < Self::INTERVAL => false,
+            _ => {
+                self.warned.insert(ip, now);
+                true
+            }
+        }
+    }
 }
 
 /// Checks a caller's stream id and the connection limit.
