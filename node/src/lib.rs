@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod node;
 pub mod publisher;
 pub mod rtmp;
+pub mod sd_notify;
 pub mod srt;
 pub mod store;
 pub mod stream_keys;

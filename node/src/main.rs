@@ -163,6 +163,10 @@ async fn main() -> anyhow::Result<()> {
             }
             let drain_timeout = config.drain_timeout;
             let node = Node::start(config).await?;
+            shoal_node::sd_notify::notify(&format!(
+                "READY=1\nSTATUS=serving on {}",
+                node.http_addr()
+            ));
             match stop_signal(&node).await {
                 Stop::Now => {
                     tracing::info!("shutting down");

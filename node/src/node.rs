@@ -496,6 +496,8 @@ impl Node {
             core.total_viewers()
         };
         self.shared.publish_status();
+        // Under systemd: the stop has begun (the drain is under way, /readyz says 503).
+        crate::sd_notify::notify("STOPPING=1\nSTATUS=draining");
         info!(viewers, deadline_s = deadline.as_secs(), "draining");
         self.shared.drained.notified().await;
         info!(

@@ -29,7 +29,8 @@ pub fn free_tcp() -> u16 {
         .port()
 }
 
-fn free_udp() -> u16 {
+/// A UDP port free on 127.0.0.1 right now.
+pub fn free_udp() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -18,8 +18,8 @@ pub mod watch;
 use crate::node::Shared;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::extract::Request as AxumRequest;
+use axum::extract::{ConnectInfo, State};
 use axum::http::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -50,9 +50,24 @@ pub fn router(node: Arc<Shared>) -> Router {
             admin::on_viewer_listener,
         )))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .fallback(|| async { HttpError::NotFound("no such endpoint") })
         .layer(middleware::from_fn(cors))
         .with_state(node)
+}
+
+/// `GET /readyz`: 200 while the node takes new viewers, 503 once it drains, so a load
+/// balancer or Kubernetes' readiness probe stops sending it new ones (`/healthz` stays
+/// 200: the process is alive and still serves its viewers).
+async fn readyz(State(node): State<Arc<Shared>>) -> Response {
+    match node.core().drain() {
+        None => "ready\n".into_response(),
+        Some(phase) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("draining ({phase:?})\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// The router of the operators' listener (`--admin-http`).
