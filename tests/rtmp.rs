@@ -476,3 +476,25 @@ async fn an_encoder_that_stops_is_not_cut() {
     let st = status(nodes[0].http_addr()).await.unwrap();
     assert_eq!(st["counters"]["rtmp_cut_total"], 0, "{}", st["counters"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_encoder_far_above_the_bitrate_limit_is_cut() {
+    shoal_tests::init_logging();
+    let mut cfg = rtmp_config("rtmp-rate");
+    // ffmpeg's 640x360 test pattern runs at about 2 Mbit/s.
+    cfg.rtmp_limits.max_bitrate = 200_000;
+    let nodes = mesh(vec![cfg]).await.unwrap();
+    let rtmp = nodes[0].rtmp_addr().unwrap();
+    let mut e = Encoder::push_rtmp(rtmp, "fat", KEY, 30, 30).unwrap();
+    assert!(
+        !e.finish(Duration::from_secs(20)).await,
+        "the encoder was not cut"
+    );
+    let s = status(nodes[0].http_addr()).await.unwrap();
+    assert!(
+        s["counters"]["rtmp_cut_total"].as_u64().unwrap() >= 1,
+        "{}",
+        s["counters"]
+    );
+    assert!(s["ingesting"][0]["encoder"].is_null(), "{}", s["ingesting"]);
+}
