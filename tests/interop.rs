@@ -10,10 +10,20 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// A GStreamer process, killed when dropped (also when a test fails mid-way).
+struct Gst(std::process::Child);
+
+impl Drop for Gst {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A GStreamer pipeline: 10 s of 640x360 30 fps H.264 (a keyframe every 2 s, parameter
 /// sets with each, as broadcast encoders send them) and AAC, muxed by `mux` and sent by
 /// `sink`.
-fn gst(mux: &str, sink: &[&str]) -> std::process::Child {
+fn gst(mux: &str, sink: &[&str]) -> Gst {
     let source = "videotestsrc is-live=true num-buffers=300 ! video/x-raw,width=640,height=360,framerate=30/1 \
         ! x264enc tune=zerolatency key-int-max=60 speed-preset=ultrafast ! h264parse config-interval=-1 ! queue ! mux. \
         audiotestsrc is-live=true num-buffers=430 ! audioconvert ! voaacenc ! aacparse ! queue ! mux.";
@@ -22,13 +32,14 @@ fn gst(mux: &str, sink: &[&str]) -> std::process::Child {
     args.push("!".into());
     args.extend(sink.iter().map(|s| s.to_string()));
     args.extend(source.split_whitespace().map(String::from));
-    Command::new("gst-launch-1.0")
+    let child = Command::new("gst-launch-1.0")
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("gst-launch-1.0 not found: apt-get install gstreamer1.0-tools gstreamer1.0-plugins-{base,good,bad,ugly}")
+        .expect("gst-launch-1.0 not found: apt-get install gstreamer1.0-tools gstreamer1.0-plugins-{base,good,bad,ugly}");
+    Gst(child)
 }
 
 /// Waits for two segments of `stream` on `addr` and probes one.
@@ -80,21 +91,17 @@ async fn gstreamer_encoders_push_over_rtmp_and_srt() {
     let viewer = nodes[1].http_addr();
 
     let librtmp = format!("location=rtmp://{rtmp}/live/librtmp?key={KEY} live=1");
-    let mut a = gst("flvmux name=mux streamable=true", &["rtmpsink", &librtmp]);
+    let _a = gst("flvmux name=mux streamable=true", &["rtmpsink", &librtmp]);
     let rtmp2 = format!("location=rtmp://{rtmp}/live/rtmp2?key={KEY}");
-    let mut b = gst("flvmux name=mux streamable=true", &["rtmp2sink", &rtmp2]);
+    let _b = gst("flvmux name=mux streamable=true", &["rtmp2sink", &rtmp2]);
     let srt_uri = format!("uri=srt://{srt}");
     let stream_id = format!("streamid=#!::r=gstsrt,m=publish,s={KEY}");
     // Seven TS packets per buffer, one SRT message each: srtsink drops larger buffers.
-    let mut s = gst(
+    let _s = gst(
         "mpegtsmux name=mux alignment=7",
         &["srtsink", &srt_uri, &stream_id],
     );
     plays(viewer, "librtmp").await;
     plays(viewer, "rtmp2").await;
     plays(viewer, "gstsrt").await;
-    for child in [&mut a, &mut b, &mut s] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }

@@ -10,6 +10,16 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The node's process, killed when dropped (also when the test fails mid-way).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn receive(sock: &UnixDatagram) -> String {
     let mut buf = [0u8; 512];
     let n = sock.recv(&mut buf).expect("a notification from the node");
@@ -25,23 +35,25 @@ async fn systemd_readiness_and_a_draining_node_goes_unready() {
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let http_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp()).parse().unwrap();
-    let mut child = Command::new(binary())
-        .arg("run")
-        .arg("--data-dir")
-        .arg(dir.join("node"))
-        .args(["--http", &http_addr.to_string()])
-        .args([
-            "--p2p",
-            &format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_udp()),
-        ])
-        .args(["--data", &format!("127.0.0.1:{}", free_udp())])
-        .args(["--rtmp", "off", "--srt", "off", "--drain-timeout", "5"])
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Child(
+        Command::new(binary())
+            .arg("run")
+            .arg("--data-dir")
+            .arg(dir.join("node"))
+            .args(["--http", &http_addr.to_string()])
+            .args([
+                "--p2p",
+                &format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_udp()),
+            ])
+            .args(["--data", &format!("127.0.0.1:{}", free_udp())])
+            .args(["--rtmp", "off", "--srt", "off", "--drain-timeout", "5"])
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
 
     let ready = receive(&sock);
     assert!(ready.starts_with("READY=1\n"), "{ready:?}");
@@ -52,7 +64,7 @@ async fn systemd_readiness_and_a_draining_node_goes_unready() {
 
     // SIGTERM: a drain, said to systemd, and the node leaves load balancers.
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -66,7 +78,7 @@ async fn systemd_readiness_and_a_draining_node_goes_unready() {
 
     let exited = (0..200).find_map(|_| {
         std::thread::sleep(Duration::from_millis(100));
-        child.try_wait().unwrap()
+        child.0.try_wait().unwrap()
     });
     assert!(
         exited.is_some_and(|s| s.success()),
