@@ -5,10 +5,9 @@
 //! Needs `gst-launch-1.0` with the base, good, bad and ugly plugins (`.ci/run` installs
 //! them).
 
-use shoal_tests::{KEY, config, ffprobe_streams, http, media_playlist, mesh, wait_for};
+use shoal_tests::{KEY, config, ffprobe_streams, http, mesh, wait_playlist};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// A GStreamer process, killed when dropped (also when a test fails mid-way).
 struct Gst(std::process::Child);
@@ -44,23 +43,7 @@ fn gst(mux: &str, sink: &[&str]) -> Gst {
 
 /// Waits for two segments of `stream` on `addr` and probes one.
 async fn plays(addr: SocketAddr, stream: &str) {
-    let path = format!("/live/{stream}/index.m3u8");
-    let p = wait_for(
-        &format!("segments of {stream}"),
-        Duration::from_secs(30),
-        || {
-            let path = path.clone();
-            async move {
-                let r = http::get(addr, &path, &[])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let p = media_playlist(&r.text()).map_err(|e| e.to_string())?;
-                Ok((p.entries.len() >= 2).then_some(p))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let p = wait_playlist(addr, stream, 2).await;
     let r = http::get(addr, &format!("/live/{stream}/{}", p.entries[0].uri), &[])
         .await
         .unwrap();

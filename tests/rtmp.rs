@@ -5,6 +5,7 @@
 use shoal_node::NodeConfig;
 use shoal_tests::{
     Encoder, KEY, config, ffprobe_streams, http, media_playlist, mesh, status, wait_for,
+    wait_playlist,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,30 +18,6 @@ fn rtmp_config(tag: &str) -> NodeConfig {
     c.rtmp_explicit = true;
     c.segment_duration = Duration::from_secs(1);
     c
-}
-
-/// The media playlist of `stream` on `addr` once it lists at least `n` segments.
-async fn playlist_with(addr: SocketAddr, stream: &str, n: usize) -> shoal_node::hls::MediaPlaylist {
-    let path = format!("/live/{stream}/index.m3u8");
-    wait_for(
-        &format!("{n} segments of {stream} on {addr}"),
-        Duration::from_secs(40),
-        || {
-            let path = path.clone();
-            async move {
-                let r = http::get(addr, &path, &[])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if r.status != 200 {
-                    return Err(format!("status {}", r.status));
-                }
-                let p = media_playlist(&r.text()).map_err(|e| e.to_string())?;
-                Ok((p.entries.len() >= n).then_some(p))
-            }
-        },
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -57,7 +34,7 @@ async fn rtmp_push_plays_from_every_node() {
     let rtmp = a.rtmp_addr().expect("rtmp on");
     let _encoder = Encoder::push_rtmp(rtmp, "cam", KEY, 30, 30).unwrap();
 
-    let playlist = playlist_with(c.http_addr(), "cam", 4).await;
+    let playlist = wait_playlist(c.http_addr(), "cam", 4).await;
     // Every whole segment lasts the target (1 s, a keyframe every 30 frames) within 10%.
     for e in &playlist.entries {
         assert!(
@@ -117,7 +94,7 @@ async fn rtmp_fmp4_segments_play() {
     let rtmp = a.rtmp_addr().expect("rtmp on");
     let _encoder = Encoder::push_rtmp(rtmp, "cam", KEY, 30, 30).unwrap();
 
-    let playlist = playlist_with(c.http_addr(), "cam", 3).await;
+    let playlist = wait_playlist(c.http_addr(), "cam", 3).await;
     for e in &playlist.entries {
         assert!(e.file.ends_with(".m4s"), "{}", e.file);
         assert!(
@@ -189,7 +166,7 @@ async fn rtmp_keys_are_enforced() {
     );
     // The per-stream key works for its stream.
     let _e = Encoder::push_rtmp(rtmp, "solo", "solo-key", 10, 30).unwrap();
-    playlist_with(nodes[0].http_addr(), "solo", 2).await;
+    wait_playlist(nodes[0].http_addr(), "solo", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -200,7 +177,7 @@ async fn rtmp_reconnect_continues_the_stream_after_a_discontinuity() {
         .unwrap();
     let rtmp = nodes[0].rtmp_addr().unwrap();
     let mut first = Encoder::push_rtmp(rtmp, "re", KEY, 30, 30).unwrap();
-    let before = playlist_with(nodes[1].http_addr(), "re", 3).await;
+    let before = wait_playlist(nodes[1].http_addr(), "re", 3).await;
     // The encoder's link drops: no unpublish, just a dead connection.
     first.kill();
     let _second = Encoder::push_rtmp(rtmp, "re", KEY, 30, 30).unwrap();
@@ -267,7 +244,7 @@ async fn hostile_rtmp_clients_are_cut_and_harm_nothing() {
 
     // The node still takes a real encoder.
     let _e = Encoder::push_rtmp(rtmp, "ok", KEY, 10, 30).unwrap();
-    playlist_with(nodes[0].http_addr(), "ok", 2).await;
+    wait_playlist(nodes[0].http_addr(), "ok", 2).await;
     let st = status(nodes[0].http_addr()).await.unwrap();
     assert!(
         st["counters"]["rtmp_cut_total"].as_u64().unwrap() >= 4,
@@ -333,7 +310,7 @@ async fn redundant_rtmp_ingest_survives_kill_9_of_the_followed_node() {
     let mut enc_x = Encoder::push_rtmp(rtmp_x, "dual", KEY, 120, 30).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let _enc_y = Encoder::push_rtmp(rtmp_y, "dual", KEY, 120, 30).unwrap();
-    let before = playlist_with(z.http, "dual", 3).await;
+    let before = wait_playlist(z.http, "dual", 3).await;
     let s = status(z.http).await.unwrap();
     assert_eq!(
         stream_status(&s, "dual").unwrap()["source"],

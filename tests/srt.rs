@@ -2,10 +2,7 @@
 //! cuts its own segments and the mesh carries them; the streamid's key is enforced.
 
 use shoal_node::NodeConfig;
-use shoal_tests::{
-    Encoder, KEY, config, ffprobe_streams, http, media_playlist, mesh, status, wait_for,
-};
-use std::net::SocketAddr;
+use shoal_tests::{Encoder, KEY, config, ffprobe_streams, http, mesh, status, wait_playlist};
 use std::time::Duration;
 
 /// A node that takes SRT on an OS-chosen loopback port and cuts 1 s segments.
@@ -17,26 +14,6 @@ fn srt_config(tag: &str) -> NodeConfig {
     c
 }
 
-async fn playlist_with(addr: SocketAddr, stream: &str, n: usize) -> shoal_node::hls::MediaPlaylist {
-    let path = format!("/live/{stream}/index.m3u8");
-    wait_for(
-        &format!("{n} segments of {stream}"),
-        Duration::from_secs(40),
-        || {
-            let path = path.clone();
-            async move {
-                let r = http::get(addr, &path, &[])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let p = media_playlist(&r.text()).map_err(|e| e.to_string())?;
-                Ok((p.entries.len() >= n).then_some(p))
-            }
-        },
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn srt_push_plays_from_every_node() {
     shoal_tests::init_logging();
@@ -45,7 +22,7 @@ async fn srt_push_plays_from_every_node() {
         .unwrap();
     let srt = nodes[0].srt_addr().expect("srt on");
     let _e = Encoder::push_srt(srt, &format!("#!::r=cam,m=publish,s={KEY}"), 30).unwrap();
-    let p = playlist_with(nodes[2].http_addr(), "cam", 4).await;
+    let p = wait_playlist(nodes[2].http_addr(), "cam", 4).await;
     for e in &p.entries {
         assert!(
             (900..=1100).contains(&e.duration_ms),
@@ -105,5 +82,5 @@ async fn srt_keys_and_modes_are_enforced() {
     );
     // The plain form with the right key works.
     let _e = Encoder::push_srt(srt, &format!("plain?key={KEY}"), 10).unwrap();
-    playlist_with(nodes[0].http_addr(), "plain", 2).await;
+    wait_playlist(nodes[0].http_addr(), "plain", 2).await;
 }

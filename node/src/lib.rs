@@ -20,6 +20,7 @@ pub mod hls;
 pub mod http;
 pub mod identity;
 pub mod ingest;
+pub mod ingest_rate;
 pub mod media;
 pub mod members;
 pub mod memory;

@@ -28,8 +28,6 @@ pub struct Publisher {
     registration: Registration,
     segmenter: Segmenter,
     activity_at: Instant,
-    video: Option<avc::AvcConfig>,
-    audio: Option<aac::AacConfig>,
 }
 
 impl Publisher {
@@ -70,8 +68,6 @@ impl Publisher {
             registration,
             segmenter: Segmenter::new(limits),
             activity_at: now,
-            video: None,
-            audio: None,
         }
     }
 
@@ -87,20 +83,14 @@ impl Publisher {
 
     /// The encoder's H.264 configuration (a repeat of the current one changes nothing).
     pub fn video_config(&mut self, config: avc::AvcConfig) {
-        if self.video.as_ref() == Some(&config) {
-            return;
+        if self.segmenter.video_config() != Some(&config) {
+            debug!(stream = %self.name, codec = %config.codec(), width = config.width, height = config.height, "video configuration");
         }
-        debug!(stream = %self.name, codec = %config.codec(), width = config.width, height = config.height, "video configuration");
-        self.video = Some(config.clone());
         self.segmenter.set_video_config(config);
     }
 
-    /// The encoder's AAC configuration.
+    /// The encoder's AAC configuration (a repeat changes nothing).
     pub fn audio_config(&mut self, config: aac::AacConfig) {
-        if self.audio.as_ref() == Some(&config) {
-            return;
-        }
-        self.audio = Some(config.clone());
         self.segmenter.set_audio_config(config);
     }
 
@@ -164,13 +154,13 @@ impl Publisher {
             // connection's media follows a break.
             discontinuity: segment.discontinuity && seq > 0,
         };
-        let codecs: Vec<String> = self
-            .video
-            .iter()
+        let (video, audio) = (self.segmenter.video_config(), self.segmenter.audio_config());
+        let codecs: Vec<String> = video
             .map(avc::AvcConfig::codec)
-            .chain(self.audio.iter().map(aac::AacConfig::codec))
+            .into_iter()
+            .chain(audio.map(aac::AacConfig::codec))
             .collect();
-        let (width, height) = self.video.as_ref().map_or((0, 0), |v| (v.width, v.height));
+        let (width, height) = video.map_or((0, 0), |v| (v.width, v.height));
         let bitrate = size * 8000 / u64::from(segment.duration_ms.max(1));
         node.encoders
             .update(&self.name, &self.registration, |info| {

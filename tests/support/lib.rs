@@ -222,6 +222,35 @@ pub struct Encoder {
     child: Child,
 }
 
+/// The media playlist of `stream` on `addr` once it lists at least `n` segments (40 s at
+/// most).
+pub async fn wait_playlist(
+    addr: SocketAddr,
+    stream: &str,
+    n: usize,
+) -> shoal_node::hls::MediaPlaylist {
+    let path = format!("/live/{stream}/index.m3u8");
+    wait_for(
+        &format!("{n} segments of {stream} on {addr}"),
+        Duration::from_secs(40),
+        || {
+            let path = path.clone();
+            async move {
+                let r = http::get(addr, &path, &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.status != 200 {
+                    return Err(format!("status {}", r.status));
+                }
+                let p = media_playlist(&r.text()).map_err(|e| e.to_string())?;
+                Ok((p.entries.len() >= n).then_some(p))
+            }
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// What ffprobe says of a media file: `(codec_name, width, height)` per stream.
 pub fn ffprobe_streams(bytes: &[u8]) -> anyhow::Result<Vec<(String, u64, u64)>> {
     let path = temp_dir("probe").with_extension("ts");
@@ -338,6 +367,26 @@ impl Encoder {
         seconds: u32,
         gop: u32,
     ) -> anyhow::Result<Self> {
+        Self::live(
+            seconds,
+            gop,
+            &["-f", "flv"],
+            &format!("rtmp://{addr}/live/{stream}?key={key}"),
+        )
+    }
+
+    /// Starts `ffmpeg -re` pushing `seconds` of 640x360 30 fps H.264 + AAC as MPEG-TS over
+    /// SRT (caller mode) to `addr`, with `stream_id` as its `streamid` (e.g.
+    /// `#!::r=STREAM,m=publish,s=KEY`).
+    pub fn push_srt(addr: SocketAddr, stream_id: &str, seconds: u32) -> anyhow::Result<Self> {
+        let url = format!("srt://{addr}?streamid={stream_id}&latency=200000");
+        Self::live(seconds, 30, &["-f", "mpegts"], &url)
+    }
+
+    /// `ffmpeg -re` encoding `seconds` of a live 640x360 30 fps test pattern (H.264, a
+    /// keyframe every `gop` frames) and a tone (AAC) into `format` at `url`; its stderr
+    /// is kept for [`Encoder::stderr`].
+    fn live(seconds: u32, gop: u32, format: &[&str], url: &str) -> anyhow::Result<Self> {
         let child = Command::new("ffmpeg")
             .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
             .args([
@@ -370,45 +419,8 @@ impl Encoder {
                 "96k",
                 "-shortest",
             ])
-            .args(["-f", "flv"])
-            .arg(format!("rtmp://{addr}/live/{stream}?key={key}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("ffmpeg not found: apt-get install -y ffmpeg")?;
-        Ok(Self { child })
-    }
-
-    /// Starts `ffmpeg -re` pushing `seconds` of 640x360 30 fps H.264 + AAC as MPEG-TS over
-    /// SRT (caller mode) to `addr`, with `stream_id` as its `streamid` (e.g.
-    /// `#!::r=STREAM,m=publish,s=KEY`).
-    pub fn push_srt(addr: SocketAddr, stream_id: &str, seconds: u32) -> anyhow::Result<Self> {
-        let child = Command::new("ffmpeg")
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                &format!("testsrc2=size=640x360:rate=30:duration={seconds}"),
-            ])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                &format!("sine=frequency=440:duration={seconds}"),
-            ])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
-            .args(["-c:a", "aac", "-b:a", "96k", "-shortest", "-f", "mpegts"])
-            .arg(format!("srt://{addr}?streamid={stream_id}&latency=200000"))
+            .args(format)
+            .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -195,13 +195,16 @@ pub async fn status(State(node): State<Arc<Shared>>) -> Json<Value> {
             "stream": w.stream.as_str(),
             "peers": w.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "ingesting": core.ingest_claims().iter().map(|c| json!({
-            "name": c.name.as_str(),
-            "since": c.since,
-            "active": core.active_source(&c.name) == Some(node.peer_id),
-            "protocol": node.encoders.get(&c.name).map_or("hls-put", |e| e.protocol),
-            "encoder": node.encoders.get(&c.name),
-        })).collect::<Vec<_>>(),
+        "ingesting": core.ingest_claims().iter().map(|c| {
+            let encoder = node.encoders.get(&c.name);
+            json!({
+                "name": c.name.as_str(),
+                "since": c.since,
+                "active": core.active_source(&c.name) == Some(node.peer_id),
+                "protocol": encoder.as_ref().map_or("hls-put", |e| e.protocol),
+                "encoder": encoder,
+            })
+        }).collect::<Vec<_>>(),
         "peers": peers,
         "streams": streams,
         "store": { "segments": store.segment_count(), "bytes": store.bytes() },

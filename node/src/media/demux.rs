@@ -1055,6 +1055,7 @@ fn start_code(data: &[u8]) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
     use crate::media::avc::tests::{PPS_720P, SPS_720P};
+    use crate::media::segmenter::tests::{assert_decodes_cleanly, run};
     use crate::media::ts::{AUDIO_PID, PMT_PID, TsMuxer, VIDEO_PID};
     use crate::media::{aac, avc};
 
@@ -1819,16 +1820,6 @@ mod tests {
         assert_eq!(split_kinds(&items).0, frames[2..]);
     }
 
-    fn run(cmd: &mut std::process::Command) -> std::process::Output {
-        let out = cmd.output().expect("runs");
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
     /// What ffprobe says of the packets of one stream of a file: (pts, dts) in 90 kHz
     /// ticks.
     fn probe_packets(path: &std::path::Path, stream: &str) -> Vec<(u64, u64)> {
@@ -1971,15 +1962,7 @@ mod tests {
         // The segments in a row decode without an error, all 150 frames.
         let path = dir.join("all.ts");
         std::fs::write(&path, &all).unwrap();
-        let out = run(Command::new("ffmpeg")
-            .args(["-hide_banner", "-v", "error", "-i"])
-            .arg(&path)
-            .args(["-f", "null", "-"]));
-        assert!(
-            out.stderr.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_decodes_cleanly(&path);
         assert_eq!(probe_packets(&path, "v").len(), 150);
         let _ = std::fs::remove_dir_all(&dir);
     }

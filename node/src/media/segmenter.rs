@@ -907,6 +907,19 @@ pub(crate) mod tests {
         tags
     }
 
+    /// Decodes `path` with ffmpeg, asserting it prints no error.
+    pub(crate) fn assert_decodes_cleanly(path: &std::path::Path) {
+        let out = run(std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-i"])
+            .arg(path)
+            .args(["-f", "null", "-"]));
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs a command, asserting it succeeds.
     pub(crate) fn run(cmd: &mut std::process::Command) -> std::process::Output {
         let out = cmd.output().expect("runs");
@@ -1064,15 +1077,7 @@ pub(crate) mod tests {
         // All segments in a row decode without an error, every frame there.
         let path = dir.join("all.ts");
         std::fs::write(&path, &all).unwrap();
-        let out = run(Command::new("ffmpeg")
-            .args(["-hide_banner", "-v", "error", "-i"])
-            .arg(&path)
-            .args(["-f", "null", "-"]));
-        assert!(
-            out.stderr.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_decodes_cleanly(&path);
         let out = run(Command::new("ffprobe")
             .args(["-v", "error", "-count_frames", "-select_streams", "v"])
             .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])

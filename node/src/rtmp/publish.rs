@@ -6,6 +6,7 @@ use crate::media::{MediaError, aac, avc, flv};
 use crate::node::Shared;
 use crate::publisher::Publisher;
 use crate::rtmp::amf::Value;
+use crate::stream_keys::KeyRefusal;
 use bytes::Bytes;
 use shoal_protocol::stream;
 use std::net::SocketAddr;
@@ -20,29 +21,16 @@ pub struct Refusal {
     pub description: String,
 }
 
-/// Splits OBS's "Stream Key" (`STREAM?key=KEY`, as ffmpeg's URL path also ends) into the
-/// stream and the key, and checks both.
+/// Checks OBS's "Stream Key" (`STREAM?key=KEY`, as ffmpeg's URL path also ends).
 pub fn authorize(keys: &[String], publish_name: &str) -> Result<stream::Name, Refusal> {
-    let (stream_part, query) = publish_name.split_once('?').unwrap_or((publish_name, ""));
-    let name = stream::Name::new(stream_part).map_err(|e| Refusal {
-        code: "NetStream.Publish.BadName",
-        description: format!("invalid stream name {stream_part:?}: {e}"),
-    })?;
-    let key = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("key="))
-        .unwrap_or("");
-    if key.is_empty() || !crate::stream_keys::allows(keys, stream_part, key) {
-        return Err(Refusal {
-            code: "NetStream.Publish.Denied",
-            description: if key.is_empty() {
-                "a stream key is needed: use STREAM?key=KEY as the stream key".into()
-            } else {
-                format!("the key is not accepted for stream {stream_part}")
-            },
-        });
-    }
-    Ok(name)
+    let (stream, key) = crate::stream_keys::split(publish_name);
+    crate::stream_keys::check(keys, stream, key).map_err(|e| Refusal {
+        code: match e {
+            KeyRefusal::BadName(..) => "NetStream.Publish.BadName",
+            KeyRefusal::NoKey | KeyRefusal::WrongKey(_) => "NetStream.Publish.Denied",
+        },
+        description: e.to_string(),
+    })
 }
 
 /// Extends RTMP's 32-bit millisecond clock to 64 bits across its wrap (49.7 days).

@@ -6,6 +6,7 @@
 use super::handshake;
 use super::publish::{self, FlvPublish};
 use super::session::{Event, Session, SessionError};
+use crate::ingest_rate::RateWindow;
 use crate::metrics::add;
 use crate::node::Shared;
 use bytes::BytesMut;
@@ -33,7 +34,8 @@ pub struct Limits {
     pub to_publish: Duration,
     /// Longest message accepted (a keyframe of a high-bitrate 4K stream fits).
     pub max_message: usize,
-    /// Bits per second one connection may send, averaged over [`RATE_WINDOW`].
+    /// Bits per second one connection may send, averaged over
+    /// [`crate::ingest_rate::WINDOW`].
     pub max_bitrate: u64,
 }
 
@@ -50,10 +52,6 @@ impl Default for Limits {
         }
     }
 }
-
-/// The span over which a connection's bitrate is judged: long enough for a keyframe
-/// burst, short enough to stop a flood quickly.
-pub const RATE_WINDOW: Duration = Duration::from_secs(4);
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +170,7 @@ async fn connection(
     let mut publisher: Option<FlvPublish> = None;
     // Until a publish is accepted (again, after an unpublish).
     let mut publish_by = Instant::now() + limits.to_publish;
-    let mut window = (Instant::now(), 0u64);
+    let mut rate = RateWindow::new(limits.max_bitrate, Instant::now());
     // `buf` may still hold whole messages: the session returns early after a publish
     // request and when replies wait to be sent.
     let mut unread = false;
@@ -198,20 +196,8 @@ async fn connection(
                 Ok(Ok(0)) => break Ok(()),
                 Ok(Ok(n)) => n as u64,
             };
-            // Bitrate: bytes over the current window, judged once it is long enough.
-            window.1 += n;
-            let span = window.0.elapsed();
-            if span >= RATE_WINDOW {
-                let bps = window.1 * 8 * 1000 / span.as_millis().max(1) as u64;
-                if bps > limits.max_bitrate {
-                    break Err(ConnError::Bitrate(bps, limits.max_bitrate));
-                }
-                window = (Instant::now(), 0);
-            } else if window.1 * 8 > limits.max_bitrate * RATE_WINDOW.as_secs() * 2 {
-                break Err(ConnError::Bitrate(
-                    window.1 * 8 * 1000 / span.as_millis().max(1) as u64,
-                    limits.max_bitrate,
-                ));
+            if let Err(bps) = rate.add(n, Instant::now()) {
+                break Err(ConnError::Bitrate(bps, limits.max_bitrate));
             }
         }
         let before = buf.len();

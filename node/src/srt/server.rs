@@ -3,10 +3,12 @@
 //! which cuts, signs and announces segments as for every other ingest.
 
 use super::stream_id;
+use crate::ingest_rate::RateWindow;
 use crate::media::demux::{Demuxed, TsDemuxer};
 use crate::metrics::add;
 use crate::node::Shared;
 use crate::publisher::Publisher;
+use crate::stream_keys::KeyRefusal;
 use futures::StreamExt;
 use shoal_protocol::stream;
 use srt_tokio::SrtListener;
@@ -29,7 +31,7 @@ pub struct Limits {
     /// Largest PES (one access unit) accepted.
     pub max_pes: usize,
     /// Bits per second one connection may send, averaged over
-    /// [`crate::rtmp::server::RATE_WINDOW`].
+    /// [`crate::ingest_rate::WINDOW`].
     pub max_bitrate: u64,
 }
 
@@ -180,17 +182,15 @@ fn admit(
             "this node takes publishing only",
         ));
     }
-    let name = stream::Name::new(&request.stream)
-        .map_err(|_| (ServerRejectReason::BadRequest, "invalid stream name"))?;
-    if request.key.is_empty() {
-        return Err((ServerRejectReason::Unauthorized, "no key in the streamid"));
-    }
-    if !crate::stream_keys::allows(&node.config.ingest_keys, &request.stream, &request.key) {
-        return Err((
+    let name = crate::stream_keys::check(&node.config.ingest_keys, &request.stream, &request.key)
+        .map_err(|e| match e {
+        KeyRefusal::BadName(..) => (ServerRejectReason::BadRequest, "invalid stream name"),
+        KeyRefusal::NoKey => (ServerRejectReason::Unauthorized, "no key in the streamid"),
+        KeyRefusal::WrongKey(_) => (
             ServerRejectReason::Forbidden,
             "key not accepted for this stream",
-        ));
-    }
+        ),
+    })?;
     if open.load(Ordering::Relaxed) >= limits.max_connections {
         return Err((ServerRejectReason::Overload, "too many SRT connections"));
     }
@@ -242,7 +242,7 @@ async fn connection(
     let mut publisher = Publisher::start(node, name, peer, "srt");
     let mut demux = TsDemuxer::new(limits.max_pes);
     let replaced = publisher.replaced();
-    let mut window = (Instant::now(), 0u64);
+    let mut rate = RateWindow::new(limits.max_bitrate, Instant::now());
     let mut reported_unsupported = 0;
     let result = loop {
         let item = tokio::select! {
@@ -256,14 +256,8 @@ async fn connection(
             Ok(Some(Err(e))) => break Err(e.into()),
             Ok(Some(Ok((_, bytes)))) => bytes,
         };
-        window.1 += bytes.len() as u64;
-        let span = window.0.elapsed();
-        if span >= crate::rtmp::server::RATE_WINDOW {
-            let bps = window.1 * 8 * 1000 / span.as_millis().max(1) as u64;
-            if bps > limits.max_bitrate {
-                break Err(ConnError::Bitrate(bps, limits.max_bitrate));
-            }
-            window = (Instant::now(), 0);
+        if let Err(bps) = rate.add(bytes.len() as u64, Instant::now()) {
+            break Err(ConnError::Bitrate(bps, limits.max_bitrate));
         }
         let (found, errors) = demux.push(&bytes);
         feed(node, &mut publisher, found, &errors);

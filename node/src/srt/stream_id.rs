@@ -38,11 +38,7 @@ pub fn parse(id: &str) -> Option<Request> {
         }
         return (!request.stream.is_empty()).then_some(request);
     }
-    let (stream, query) = id.split_once('?').unwrap_or((id, ""));
-    let key = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("key="))
-        .unwrap_or("");
+    let (stream, key) = crate::stream_keys::split(id);
     (!stream.is_empty()).then(|| Request {
         stream: stream.to_string(),
         key: key.to_string(),
